@@ -1,0 +1,1 @@
+"""Slim runtime: numpy and Pillow only; backends are optional extras."""

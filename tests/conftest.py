@@ -1,0 +1,46 @@
+"""Shared fixtures: conformance data and models filled with `fill.py` weights."""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+sys.path.insert(0, str(DATA))
+
+import fill  # noqa: E402  (the shared conformance generator, copied into tests/data)
+
+ARCH_FIXTURES = sorted(p.stem for p in DATA.glob("swin_v1_*.json"))
+
+
+@cache
+def load_fixture(name: str) -> dict:
+    return json.loads((DATA / f"{name}.json").read_text())
+
+
+def fixture_state_dict(name: str) -> dict:
+    """torch tensors for every floating-point entry of the fixture's manifest."""
+    import torch
+
+    shapes = {k: (tuple(shape), dtype) for k, (shape, dtype) in load_fixture(name)["state_dict"].items()}
+    return {k: torch.from_numpy(v) for k, v in fill.conformance_state_dict(shapes).items()}
+
+
+@cache
+def fixture_model(name: str):
+    """Our model with the fixture's weights (cached: treat as read-only)."""
+    from rmbg_export.model import create_model
+
+    fx = load_fixture(name)
+    model = create_model(fx["backbone"], fx["patch_order"])
+    model.load_state_dict(fixture_state_dict(name), strict=False)
+    return model
+
+
+@pytest.fixture(scope="session")
+def swin_t_legacy():
+    return fixture_model("swin_v1_t_legacy_b1_512x512")
