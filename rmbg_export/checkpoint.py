@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .errors import ExportError
+from .files import sha256_file
 from .model import BACKBONES, PATCH_ORDERS, BiRefNet, create_model
 from .model.swin import SWIN_CONFIGS
 from .patch_order import patch_order_from_code
@@ -30,14 +30,6 @@ class CheckpointInfo:
     stored_dtype: str
     num_params: int
     ignored_missing: tuple[str, ...] = field(default=())
-
-
-def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

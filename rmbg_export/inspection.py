@@ -9,9 +9,9 @@ from .checkpoint import (
     normalise_keys,
     read_state_dict,
     resolve_patch_order,
-    sha256_file,
 )
 from .errors import ExportError
+from .files import sha256_file
 from .model import create_model
 from .sources import resolve_source
 

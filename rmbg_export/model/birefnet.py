@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .decoder import Decoder, DecoderBlock, resize
+from .shapes import static_shape
 from .swin import SWIN_CONFIGS, SwinTransformer
 
 
@@ -26,12 +27,12 @@ class BiRefNet(nn.Module):
         self.decoder = Decoder(channels, patch_order)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        height, width = x.shape[-2:]
+        height, width = static_shape(x)[-2:]
         full = self.bb(x)
         half = self.bb(resize(x, (height // 2, width // 2)))
-        features = [torch.cat((f, resize(h, f.shape[-2:])), dim=1) for f, h in zip(full, half, strict=True)]
+        features = [torch.cat((f, resize(h, static_shape(f)[-2:])), dim=1) for f, h in zip(full, half, strict=True)]
         x1, x2, x3, x4 = features
-        size = x4.shape[-2:]
+        size = static_shape(x4)[-2:]
         x4 = torch.cat((resize(x1, size), resize(x2, size), resize(x3, size), x4), dim=1)
         return [x1, x2, x3, self.squeeze_module(x4)]
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .deform_conv import DeformConv2d
+from .shapes import static_shape
 
 PATCH_ORDERS = ("legacy", "einops")
 ASPP_KERNELS = (1, 3, 7)
@@ -24,7 +25,8 @@ GRADIENT_CHANNELS = 16
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Every resize inside BiRefNet: bilinear, align_corners=True, no antialias."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    size = tuple(int(s) for s in size)
+    if static_shape(x)[-2:] == size:
         return x  # an identity resize with align_corners=True: skip the graph node
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
@@ -35,7 +37,7 @@ def image_to_patches(x: torch.Tensor, size: tuple[int, int], order: str) -> torc
     legacy: channel = (wg * HG + hg) * C + c (column-major grid, the pre-Nov-2024 code and RMBG-2.0);
     einops: channel = (c * HG + hg) * WG + wg (the official code since 2024-11-05).
     """
-    channels, height, width = x.shape[1:]
+    channels, height, width = static_shape(x)[1:]
     patch_h, patch_w = size
     grid_h, grid_w = height // patch_h, width // patch_w
     x = x.view(-1, channels, grid_h, patch_h, grid_w, patch_w)
@@ -83,7 +85,7 @@ class ASPPDeformable(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branches = [self.aspp1(x), *(branch(x) for branch in self.aspp_deforms)]
         # Resizing a 1x1 map with align_corners=True is a broadcast.
-        branches.append(self.global_avg_pool(x).expand(-1, -1, *x.shape[-2:]))
+        branches.append(self.global_avg_pool(x).expand(-1, -1, *static_shape(x)[-2:]))
         return F.relu(self.bn1(self.conv1(torch.cat(branches, dim=1))))
 
 
@@ -182,7 +184,7 @@ class Decoder(nn.Module):
 
     def with_patches(self, p: torch.Tensor, image: torch.Tensor, embed: SimpleConvs) -> torch.Tensor:
         """Concatenate `p` with the embedded image patches of p's spatial size."""
-        size = tuple(p.shape[-2:])
+        size = static_shape(p)[-2:]
         return torch.cat((p, embed(resize(image_to_patches(image, size, self.patch_order), size))), dim=1)
 
     @staticmethod
@@ -192,16 +194,16 @@ class Decoder(nn.Module):
     def forward(self, image: torch.Tensor, x1, x2, x3, x4) -> torch.Tensor:
         p4 = self.decoder_block4(self.with_patches(x4, image, self.ipt_blk5))
         p4 = self.gate(p4, self.gdt_convs_4, self.gdt_convs_attn_4)
-        p3 = resize(p4, x3.shape[-2:]) + self.lateral_block4(x3)
+        p3 = resize(p4, static_shape(x3)[-2:]) + self.lateral_block4(x3)
 
         p3 = self.decoder_block3(self.with_patches(p3, image, self.ipt_blk4))
         p3 = self.gate(p3, self.gdt_convs_3, self.gdt_convs_attn_3)
-        p2 = resize(p3, x2.shape[-2:]) + self.lateral_block3(x2)
+        p2 = resize(p3, static_shape(x2)[-2:]) + self.lateral_block3(x2)
 
         p2 = self.decoder_block2(self.with_patches(p2, image, self.ipt_blk3))
         p2 = self.gate(p2, self.gdt_convs_2, self.gdt_convs_attn_2)
-        p1 = resize(p2, x1.shape[-2:]) + self.lateral_block2(x1)
+        p1 = resize(p2, static_shape(x1)[-2:]) + self.lateral_block2(x1)
 
         p1 = self.decoder_block1(self.with_patches(p1, image, self.ipt_blk2))
-        p1 = resize(p1, image.shape[-2:])
+        p1 = resize(p1, static_shape(image)[-2:])
         return self.conv_out1(self.with_patches(p1, image, self.ipt_blk1))

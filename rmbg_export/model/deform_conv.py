@@ -15,12 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .shapes import static_shape
+
 EXPORT_MODES = ("native", "grid_sample")
 
 
 def _tap_grid(offset: torch.Tensor, kernel_size: int, padding: int, height: int, width: int) -> torch.Tensor:
     """Normalised `grid_sample` coordinates of every tap, (B, K*Ho, Wo, 2), computed in float32."""
-    out_h, out_w = offset.shape[-2:]
+    out_h, out_w = static_shape(offset)[-2:]
     taps = kernel_size * kernel_size
     offset = offset.float()  # coordinates reach ~260 px: fp16 would quantise them to 1/4 px
     dtype = offset.dtype
@@ -47,10 +49,10 @@ def deform_conv2d(
     padding: int,
 ) -> torch.Tensor:
     """Modulated deformable convolution: x (B, C, H, W), offset (B, 2K, Ho, Wo), mask (B, K, Ho, Wo)."""
-    out_channels, in_channels, kernel_size, _ = weight.shape
+    out_channels, in_channels, kernel_size, _ = static_shape(weight)
     taps = kernel_size * kernel_size
-    height, width = x.shape[-2:]
-    out_h, out_w = offset.shape[-2:]
+    height, width = static_shape(x)[-2:]
+    out_h, out_w = static_shape(offset)[-2:]
     grid = _tap_grid(offset, kernel_size, padding, height, width)
     sampled = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     # (B, C, K*Ho, Wo) -> (B, C*K, Ho*Wo): channel-major columns match weight.view(O, C*K).

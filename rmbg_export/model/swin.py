@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .shapes import static_shape
 
 SHIFT_MASK_VALUE = -100.0  # as the Swin reference; exp(-100) vanishes beside the unmasked logits
 
@@ -47,27 +50,31 @@ def relative_position_index(window_size: int) -> torch.Tensor:
 
 def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
     """(B, Hp, Wp, C) -> (B*nW, window_size^2, C), windows in row-major order per image."""
-    _, height, width, channels = x.shape
+    _, height, width, channels = static_shape(x)
     x = x.view(-1, height // window_size, window_size, width // window_size, window_size, channels)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, channels)
 
 
 def window_reverse(windows: torch.Tensor, window_size: int, height: int, width: int) -> torch.Tensor:
     """(B*nW, window_size^2, C) -> (B, Hp, Wp, C)."""
-    channels = windows.shape[-1]
+    channels = static_shape(windows)[-1]
     x = windows.view(-1, height // window_size, width // window_size, window_size, window_size, channels)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, channels)
 
 
 def shifted_window_mask(height: int, width: int, window_size: int, shift: int) -> torch.Tensor:
-    """(nW, N, N) additive mask separating regions that the cyclic shift made neighbours."""
-    region = torch.zeros(1, height, width, 1)
+    """(nW, N, N) additive mask separating regions that the cyclic shift made neighbours.
+
+    Built in NumPy so that a trace records it as one constant, not as the ops that made it.
+    """
+    region = np.zeros((height, width), dtype=np.int64)
     bounds = (slice(0, -window_size), slice(-window_size, -shift), slice(-shift, None))
     for label, (rows, cols) in enumerate((r, c) for r in bounds for c in bounds):
-        region[:, rows, cols, :] = label
-    region = window_partition(region, window_size).squeeze(-1)
-    different = region.unsqueeze(1) != region.unsqueeze(2)
-    return torch.zeros(different.shape).masked_fill(different, SHIFT_MASK_VALUE)
+        region[rows, cols] = label
+    windows = region.reshape(height // window_size, window_size, width // window_size, window_size)
+    windows = windows.transpose(0, 2, 1, 3).reshape(-1, window_size * window_size)
+    different = windows[:, None, :] != windows[:, :, None]
+    return torch.from_numpy(np.where(different, SHIFT_MASK_VALUE, 0.0).astype(np.float32))
 
 
 class Mlp(nn.Module):
@@ -99,7 +106,7 @@ class WindowAttention(nn.Module):
         return bias.view(tokens, tokens, -1).permute(2, 0, 1)
 
     def forward(self, x: torch.Tensor, shift_mask: torch.Tensor | None) -> torch.Tensor:
-        tokens, channels = x.shape[1:]
+        tokens, channels = static_shape(x)[1:]
         qkv = self.qkv(x).view(-1, tokens, 3, self.num_heads, channels // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         logits = torch.matmul(q * self.scale, k.transpose(-2, -1)) + self.position_bias()
@@ -122,7 +129,7 @@ class SwinBlock(nn.Module):
         self.mlp = Mlp(dim, 4 * dim)
 
     def forward(self, x: torch.Tensor, height: int, width: int, shift_mask: torch.Tensor) -> torch.Tensor:
-        channels = x.shape[-1]
+        channels = static_shape(x)[-1]
         ws = self.window_size
         pad_r, pad_b = (ws - width % ws) % ws, (ws - height % ws) % ws
         y = self.norm1(x).view(-1, height, width, channels)
@@ -150,12 +157,13 @@ class PatchMerging(nn.Module):
         self.norm = nn.LayerNorm(4 * dim)
 
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        channels = x.shape[-1]
+        channels = static_shape(x)[-1]
         x = x.view(-1, height, width, channels)
         if height % 2 or width % 2:
             x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
-        return self.reduction(self.norm(x.view(-1, x.shape[1] * x.shape[2], 4 * channels)))
+        tokens = ((height + 1) // 2) * ((width + 1) // 2)
+        return self.reduction(self.norm(x.view(-1, tokens, 4 * channels)))
 
 
 class SwinStage(nn.Module):
@@ -192,12 +200,14 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
+        height, width = static_shape(x)[-2:]
         pad_h, pad_w = -height % self.patch_size, -width % self.patch_size
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         x = self.proj(x)
-        return self.norm(x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(-1, *x.shape[1:])
+        _, channels, height, width = static_shape(x)
+        tokens = self.norm(x.reshape(-1, channels, height * width).transpose(1, 2))
+        return tokens.transpose(1, 2).reshape(-1, channels, height, width)
 
 
 class SwinTransformer(nn.Module):
@@ -221,8 +231,8 @@ class SwinTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.patch_embed(x)
-        height, width = int(x.shape[2]), int(x.shape[3])
-        x = x.flatten(2).transpose(1, 2)
+        _, channels, height, width = static_shape(x)
+        x = x.reshape(-1, channels, height * width).transpose(1, 2)
         outs = []
         for i, stage in enumerate(self.layers):
             x = stage(x, height, width)

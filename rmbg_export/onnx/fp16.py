@@ -1,0 +1,68 @@
+"""The mixed-precision graph for strongly typed TensorRT builds.
+
+fp16 weights and convolution / matmul compute; fp32 where fp16 breaks:
+- LayerNormalization (variance of 1536-wide tokens overflows and loses digits in fp16),
+- attention logits and softmax (q·k, relative-position bias, shift mask, Softmax),
+- the deformable sampling path (coordinates reach ~263 px: fp16 steps there are 1/8-1/4 px),
+- the final Sigmoid, and graph inputs / outputs (fp32 contract with the runtime).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import onnx
+
+FP32_OP_TYPES = ("LayerNormalization", "Softmax", "GridSample", "DeformConv", "Sigmoid", "Resize")
+ATTENTION_CHAIN_OPS = ("Add", "Mul", "Reshape", "MatMul")
+DEFORM_SCOPE = "/atrous_conv/"
+DEFORM_FP16_SCOPES = ("/offset_conv/", "/modulator_conv/")
+
+
+def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    return {out: node for node in graph.node for out in node.output}
+
+
+def attention_logit_nodes(graph: onnx.GraphProto) -> set[str]:
+    """Nodes from each Softmax back to (and including) the q·k MatMul that produced its logits."""
+    producers = _producers(graph)
+    keep: set[str] = set()
+    for node in graph.node:
+        if node.op_type != "Softmax":
+            continue
+        frontier = list(node.input[:1])
+        while frontier:
+            parent = producers.get(frontier.pop())
+            if parent is None or parent.op_type not in ATTENTION_CHAIN_OPS or parent.name in keep:
+                continue
+            keep.add(parent.name)
+            if parent.op_type != "MatMul":  # stop at q·k; the chain above it is fp16 work
+                frontier.extend(parent.input)
+    return keep
+
+
+def deform_sampling_nodes(graph: onnx.GraphProto) -> set[str]:
+    """Everything inside a deformable convolution except its offset/modulator convs and final MatMul."""
+    return {
+        node.name
+        for node in graph.node
+        if DEFORM_SCOPE in node.name
+        and not any(scope in node.name for scope in DEFORM_FP16_SCOPES)
+        and node.op_type != "MatMul"
+    }
+
+
+def fp32_node_names(graph: onnx.GraphProto) -> set[str]:
+    return attention_logit_nodes(graph) | deform_sampling_nodes(graph)
+
+
+def to_mixed_precision(model: onnx.ModelProto, extra_fp32_ops: Iterable[str] = ()) -> onnx.ModelProto:
+    from onnxconverter_common import float16
+
+    op_block_list = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(FP32_OP_TYPES) | set(extra_fp32_ops))
+    return float16.convert_float_to_float16(
+        model,
+        keep_io_types=True,
+        op_block_list=op_block_list,
+        node_block_list=sorted(fp32_node_names(model.graph)),
+    )

@@ -1,0 +1,72 @@
+"""Tracing our BiRefNet to an fp32 ONNX graph with a symbolic batch dimension."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..model import BiRefNet
+from ..model.deform_conv import EXPORT_MODES, DeformConv2d
+from .fold import fold_batchnorms
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "mask"
+DEFAULT_OPSET = 19  # first opset with DeformConv; GridSample needs 16
+BATCH_DIM = "batch"
+
+
+class ProbabilityModel(nn.Module):
+    """The exported contract: normalised image batch in, foreground probability out."""
+
+    def __init__(self, net: BiRefNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(image))
+
+
+def prepare_for_export(model: BiRefNet, deform_conv: str) -> ProbabilityModel:
+    """BatchNorm folded, deformable convolutions set to `deform_conv`, sigmoid appended."""
+    if deform_conv not in EXPORT_MODES:
+        raise ValueError(f"deform_conv must be one of {EXPORT_MODES}, not {deform_conv!r}")
+    folded = fold_batchnorms(model)
+    for module in folded.modules():
+        if isinstance(module, DeformConv2d):
+            module.export_mode = deform_conv
+    return ProbabilityModel(folded).eval()
+
+
+def trace_to_onnx(
+    model: BiRefNet,
+    path: Path,
+    *,
+    resolution: tuple[int, int],
+    deform_conv: str,
+    opset: int = DEFAULT_OPSET,
+) -> None:
+    """Write the fp32 graph to `path`. `resolution` is (height, width); the batch stays symbolic."""
+    if deform_conv == "native" and opset < 19:
+        raise ValueError("the native DeformConv operator needs opset 19 or later")
+    wrapped = prepare_for_export(model, deform_conv)
+    dummy = torch.zeros(1, 3, *resolution)
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        # Shapes read as Python ints (H, W, window counts) are constants by design: H and W are fixed.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        torch.onnx.export(
+            wrapped,
+            (dummy,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
+            do_constant_folding=True,
+            export_params=True,
+            autograd_inlining=False,
+        )

@@ -1,0 +1,155 @@
+"""The export run: checkpoint -> fp32 ONNX -> (fp16 ONNX) -> (TensorRT engine) -> model.json.
+
+Each stage writes under a temporary name and renames on success; model.json, which the runtime
+requires, is removed first and written last, so an interrupted run never looks complete.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ExportError
+from .files import atomic_output, sha256_file, write_json
+from .metadata import ENGINE_NAME, FP16_GRAPH_NAME, FP32_GRAPH_NAME, METADATA_NAME, base_metadata
+from .onnx.trace import DEFAULT_OPSET
+
+PRECISIONS = ("fp16", "fp32")
+DEFAULT_DEFORM_CONV = "native"  # measured fastest in ONNX Runtime CPU; see README "Deformable convolution"
+VERIFY_BATCH_SIZES = (1, 2)
+
+
+@dataclass
+class ExportOptions:
+    source: str
+    output: Path
+    height: int = 1024
+    width: int = 1024
+    max_batch: int = 4
+    precision: str = "fp16"
+    deform_conv: str = DEFAULT_DEFORM_CONV
+    patch_order: str | None = None
+    backbone: str | None = None
+    revision: str | None = None
+    opset: int = DEFAULT_OPSET
+    verify: bool = True
+    onnx_only: bool = False
+    engine: dict = field(default_factory=dict)  # TensorRT builder settings, see tensorrt.plan
+
+
+def validate(options: ExportOptions) -> None:
+    for name, size in (("height", options.height), ("width", options.width)):
+        if size < 32 or size % 32:
+            raise ExportError(f"the {name} {size} is not a positive multiple of 32; pick e.g. 1024 or 768x1024.")
+    if options.max_batch < 1:
+        raise ExportError(f"--max-batch {options.max_batch} must be at least 1.")
+    if options.precision not in PRECISIONS:
+        raise ExportError(f"--precision {options.precision} is unknown; use fp16 or fp32.")
+    if options.deform_conv == "native" and options.opset < 19:
+        raise ExportError(f"--deform-conv native needs --opset 19 or later (got {options.opset}).")
+    if options.opset < 17:
+        raise ExportError(f"--opset {options.opset} is too old: LayerNormalization needs 17 or later.")
+
+
+class Stages:
+    """Numbered progress lines with timing, e.g. `[2/5] trace fp32 ONNX ... 41.2 s`."""
+
+    def __init__(self, total: int, log: Callable[[str], None]) -> None:
+        self.total, self.done, self.log = total, 0, log
+
+    def run(self, title: str, work: Callable[[], object]):
+        self.done += 1
+        self.log(f"[{self.done}/{self.total}] {title} ...")
+        start = time.perf_counter()
+        result = work()
+        self.log(f"[{self.done}/{self.total}] {title}: done in {time.perf_counter() - start:.1f} s")
+        return result
+
+
+def run_export(options: ExportOptions, log: Callable[[str], None] = print) -> Path:
+    """Run every stage; returns the path of the written model.json."""
+    validate(options)
+    if not options.onnx_only:
+        from .tensorrt.environment import require_build_environment
+
+        require_build_environment()  # fail in a second, not after minutes of tracing
+    out = options.output
+    out.mkdir(parents=True, exist_ok=True)
+    (out / METADATA_NAME).unlink(missing_ok=True)
+    fp16 = options.precision == "fp16"
+    stages = Stages(2 + options.verify * (1 + fp16) + fp16 + (not options.onnx_only), log)
+
+    from .checkpoint import load_model
+
+    model = stages.run(f"load {options.source}", lambda: load_model(
+        options.source, patch_order=options.patch_order, backbone=options.backbone, revision=options.revision))
+    info = model.checkpoint
+    log(f"      {info.backbone}, {info.num_params / 1e6:.1f}M parameters, patch order {info.patch_order} "
+        f"({info.patch_order_origin}), sha256 {info.sha256[:12]}")
+    meta = base_metadata(info, height=options.height, width=options.width, max_batch=options.max_batch,
+                         precision=options.precision, opset=options.opset, deform_conv=options.deform_conv)
+
+    fp32_path = out / FP32_GRAPH_NAME
+    stages.run(f"trace fp32 ONNX at {options.height}x{options.width} ({options.deform_conv} DeformConv)",
+               lambda: _trace(model, fp32_path, options))
+    meta["onnx"]["graphs"]["fp32"] = {"path": FP32_GRAPH_NAME, "sha256": sha256_file(fp32_path)}
+    inputs = _verification_inputs(options)
+    if options.verify:
+        from .onnx.verify import check_fp32_graph
+
+        parity = stages.run("verify fp32 graph against PyTorch in ONNX Runtime",
+                            lambda: check_fp32_graph(model, fp32_path, inputs))
+        log(f"      max |diff| {parity.max_abs_diff:.2e}, mean {parity.mean_abs_diff:.2e}, batches {parity.batch_sizes}")
+        meta["parity"]["fp32_onnx_vs_torch"] = parity.as_dict()
+    del model
+    if fp16:
+        fp16_path = out / FP16_GRAPH_NAME
+        stages.run("derive mixed-precision fp16 graph", lambda: _write_fp16(fp32_path, fp16_path))
+        meta["onnx"]["graphs"]["fp16"] = {"path": FP16_GRAPH_NAME, "sha256": sha256_file(fp16_path)}
+        if options.verify:
+            from .onnx.verify import check_fp16_graph
+
+            agreement = stages.run("verify fp16 graph against fp32", lambda: check_fp16_graph(fp32_path, fp16_path, inputs))
+            log(f"      mask MAE {agreement.mask_mae:.2e}, max |diff| {agreement.max_abs_diff:.2e}, "
+                f"IoU@0.5 {agreement.iou_at_half:.5f}, finite {agreement.finite}")
+            meta["parity"]["fp16_onnx_vs_fp32_onnx"] = agreement.as_dict()
+    if not options.onnx_only:
+        from .tensorrt.build import build_engine_stage
+
+        graph = out / (FP16_GRAPH_NAME if fp16 else FP32_GRAPH_NAME)
+        meta["engine"] = stages.run("build TensorRT engine", lambda: build_engine_stage(
+            graph, fp32_path, out / ENGINE_NAME, options, inputs if options.verify else None, log))
+    write_json(out / METADATA_NAME, meta)
+    log(f"wrote {out / METADATA_NAME}")
+    return out / METADATA_NAME
+
+
+def _trace(model, path: Path, options: ExportOptions) -> None:
+    from .onnx.trace import trace_to_onnx
+
+    with atomic_output(path) as partial:
+        trace_to_onnx(model, partial, resolution=(options.height, options.width),
+                      deform_conv=options.deform_conv, opset=options.opset)
+
+
+def _write_fp16(fp32_path: Path, fp16_path: Path) -> None:
+    import warnings
+
+    import onnx
+
+    from .onnx.fp16 import to_mixed_precision
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the converter warns for every tiny weight it rounds
+        mixed = to_mixed_precision(onnx.load(str(fp32_path)))
+    with atomic_output(fp16_path) as partial:
+        onnx.save(mixed, str(partial))
+
+
+def _verification_inputs(options: ExportOptions):
+    from .onnx.verify import synthetic_images
+
+    sizes = [b for b in VERIFY_BATCH_SIZES if b <= options.max_batch]
+    return [synthetic_images(b, options.height, options.width, seed=b) for b in sizes]
