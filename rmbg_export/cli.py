@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from .errors import ExportError
+from .model import BACKBONES
+from .onnx.trace import DEFAULT_OPSET
+from .pipeline import DEFAULT_DEFORM_CONV
 
 
 class DefaultGroup(click.Group):
@@ -28,6 +32,84 @@ def cli() -> None:
     """
 
 
+def parse_resolution(_ctx, _param, value: str) -> tuple[int, int]:
+    """'1024' or 'HxW' (height x width), e.g. '768x1024'."""
+    try:
+        parts = [int(p) for p in value.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2:
+        raise click.BadParameter(f"{value!r} is not a size: use 1024 or HxW such as 768x1024.")
+    return parts[0], parts[1]
+
+
+@cli.command()
+@click.argument("source")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for model.onnx, model_fp16.onnx, model.engine and model.json.",
+)
+@click.option(
+    "--resolution",
+    default="1024",
+    callback=parse_resolution,
+    show_default=True,
+    help="Network input size: one number or HxW (height x width), multiples of 32.",
+)
+@click.option("--max-batch", default=4, show_default=True, help="Largest batch the graph/engine serves.")
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
+@click.option(
+    "--deform-conv",
+    type=click.Choice(["native", "grid_sample"]),
+    default=DEFAULT_DEFORM_CONV,
+    show_default=True,
+    help="ONNX DeformConv operator, or GridSample + MatMul (no plugins).",
+)
+@click.option(
+    "--patch-order",
+    type=click.Choice(["legacy", "einops"]),
+    help="Image-patch channel order; read from the hub code file when not given.",
+)
+@click.option(
+    "--backbone", type=click.Choice(list(BACKBONES)), help="Check the checkpoint holds this backbone."
+)
+@click.option("--revision", help="Hub revision (branch, tag or commit).")
+@click.option(
+    "--opset", default=DEFAULT_OPSET, show_default=True, help="ONNX opset (19+ for native DeformConv)."
+)
+@click.option("--verify/--no-verify", default=True, show_default=True, help="Check each stage's numbers.")
+@click.option("--onnx-only", is_flag=True, help="Stop after the ONNX stage (no GPU or TensorRT needed).")
+@click.option("--workspace-gib", type=float, default=None, help="TensorRT workspace limit in GiB.")
+@click.option(
+    "--opt-level",
+    type=click.IntRange(0, 5),
+    default=3,
+    show_default=True,
+    help="TensorRT builder optimization level.",
+)
+@click.option("--opt-batch", type=int, default=None, help="Batch size TensorRT tunes for (default: 1).")
+@click.option(
+    "--timing-cache",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TensorRT timing cache file, read and updated (default: OUTPUT/timing.cache).",
+)
+def export(source: str, output: Path, resolution: tuple[int, int], **kw) -> None:
+    """Export SOURCE to ONNX (and a TensorRT engine unless --onnx-only)."""
+    from .pipeline import ExportOptions, run_export
+
+    engine = {k: kw.pop(k) for k in ("workspace_gib", "opt_level", "opt_batch", "timing_cache")}
+    options = ExportOptions(
+        source=source, output=output, height=resolution[0], width=resolution[1], engine=engine, **kw
+    )
+    run_export(options, log=click.echo)
+
+
 @cli.command()
 @click.argument("source")
 @click.option("--patch-order", type=click.Choice(["legacy", "einops"]), help="Override the code file.")
@@ -43,8 +125,8 @@ def inspect(source: str, patch_order: str | None, revision: str | None) -> None:
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("interrupted; no output file was left half-written", err=True)
         sys.exit(130)
     except click.ClickException as err:
         err.show()
@@ -52,6 +134,3 @@ def main() -> None:
     except ExportError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("interrupted; no output file was left half-written", err=True)
-        sys.exit(130)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import ExportError
 from .files import atomic_output, sha256_file, write_json
-from .metadata import ENGINE_NAME, FP16_GRAPH_NAME, FP32_GRAPH_NAME, METADATA_NAME, base_metadata
+from .metadata import FP16_GRAPH_NAME, FP32_GRAPH_NAME, METADATA_NAME, base_metadata
 from .onnx.trace import DEFAULT_OPSET
 
 PRECISIONS = ("fp16", "fp32")
@@ -42,7 +42,9 @@ class ExportOptions:
 def validate(options: ExportOptions) -> None:
     for name, size in (("height", options.height), ("width", options.width)):
         if size < 32 or size % 32:
-            raise ExportError(f"the {name} {size} is not a positive multiple of 32; pick e.g. 1024 or 768x1024.")
+            raise ExportError(
+                f"the {name} {size} is not a positive multiple of 32; pick e.g. 1024 or 768x1024."
+            )
     if options.max_batch < 1:
         raise ExportError(f"--max-batch {options.max_batch} must be at least 1.")
     if options.precision not in PRECISIONS:
@@ -75,75 +77,110 @@ def run_export(options: ExportOptions, log: Callable[[str], None] = print) -> Pa
         from .tensorrt.environment import require_build_environment
 
         require_build_environment()  # fail in a second, not after minutes of tracing
-    out = options.output
-    out.mkdir(parents=True, exist_ok=True)
-    (out / METADATA_NAME).unlink(missing_ok=True)
-    fp16 = options.precision == "fp16"
-    stages = Stages(2 + options.verify * (1 + fp16) + fp16 + (not options.onnx_only), log)
+    return ExportRun(options, log).run()
 
-    from .checkpoint import load_model
 
-    model = stages.run(f"load {options.source}", lambda: load_model(
-        options.source, patch_order=options.patch_order, backbone=options.backbone, revision=options.revision))
-    info = model.checkpoint
-    log(f"      {info.backbone}, {info.num_params / 1e6:.1f}M parameters, patch order {info.patch_order} "
-        f"({info.patch_order_origin}), sha256 {info.sha256[:12]}")
-    meta = base_metadata(info, height=options.height, width=options.width, max_batch=options.max_batch,
-                         precision=options.precision, opset=options.opset, deform_conv=options.deform_conv)
+class ExportRun:
+    def __init__(self, options: ExportOptions, log: Callable[[str], None]) -> None:
+        self.options, self.log, self.out = options, log, options.output
+        self.fp16 = options.precision == "fp16"
+        verify_stages = options.verify * (1 + self.fp16)
+        self.stages = Stages(2 + verify_stages + self.fp16 + (not options.onnx_only), log)
+        self.inputs = _verification_inputs(options)
+        self.meta: dict = {}
 
-    fp32_path = out / FP32_GRAPH_NAME
-    stages.run(f"trace fp32 ONNX at {options.height}x{options.width} ({options.deform_conv} DeformConv)",
-               lambda: _trace(model, fp32_path, options))
-    meta["onnx"]["graphs"]["fp32"] = {"path": FP32_GRAPH_NAME, "sha256": sha256_file(fp32_path)}
-    inputs = _verification_inputs(options)
-    if options.verify:
-        from .onnx.verify import check_fp32_graph
+    def run(self) -> Path:
+        model = self.load()
+        # From here on files in `out` change: a previous export there stops being complete.
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / METADATA_NAME).unlink(missing_ok=True)
+        self.export_fp32(model)
+        del model  # the graphs are all that later stages need
+        if self.fp16:
+            self.export_fp16()
+        if not self.options.onnx_only:
+            self.build_engine()
+        write_json(self.out / METADATA_NAME, self.meta)
+        self.log(f"wrote {self.out / METADATA_NAME}")
+        return self.out / METADATA_NAME
 
-        parity = stages.run("verify fp32 graph against PyTorch in ONNX Runtime",
-                            lambda: check_fp32_graph(model, fp32_path, inputs))
-        log(f"      max |diff| {parity.max_abs_diff:.2e}, mean {parity.mean_abs_diff:.2e}, batches {parity.batch_sizes}")
-        meta["parity"]["fp32_onnx_vs_torch"] = parity.as_dict()
-    del model
-    if fp16:
-        fp16_path = out / FP16_GRAPH_NAME
-        stages.run("derive mixed-precision fp16 graph", lambda: _write_fp16(fp32_path, fp16_path))
-        meta["onnx"]["graphs"]["fp16"] = {"path": FP16_GRAPH_NAME, "sha256": sha256_file(fp16_path)}
-        if options.verify:
+    def load(self):
+        from .checkpoint import load_model
+
+        o = self.options
+        model = self.stages.run(
+            f"load {o.source}",
+            lambda: load_model(o.source, patch_order=o.patch_order, backbone=o.backbone, revision=o.revision),
+        )
+        info = model.checkpoint
+        self.log(
+            f"      {info.backbone}, {info.num_params / 1e6:.1f}M parameters, patch order {info.patch_order} "
+            f"({info.patch_order_origin}), sha256 {info.sha256[:12]}"
+        )
+        self.meta = base_metadata(
+            info, height=o.height, width=o.width, max_batch=o.max_batch,
+            precision=o.precision, opset=o.opset, deform_conv=o.deform_conv,
+        )  # fmt: skip
+        return model
+
+    def export_fp32(self, model) -> None:
+        o, path = self.options, self.out / FP32_GRAPH_NAME
+        title = f"trace fp32 ONNX at {o.height}x{o.width} ({o.deform_conv} DeformConv)"
+        self.stages.run(title, lambda: _trace(model, path, o))
+        self.meta["onnx"]["graphs"]["fp32"] = {"path": FP32_GRAPH_NAME, "sha256": sha256_file(path)}
+        if o.verify:
+            from .onnx.verify import check_fp32_graph
+
+            title = "verify fp32 graph against PyTorch in ONNX Runtime"
+            parity = self.stages.run(title, lambda: check_fp32_graph(model, path, self.inputs))
+            self.log(
+                f"      max |diff| {parity.max_abs_diff:.2e}, mean {parity.mean_abs_diff:.2e}, "
+                f"batches {parity.batch_sizes}"
+            )
+            self.meta["parity"]["fp32_onnx_vs_torch"] = parity.as_dict()
+
+    def export_fp16(self) -> None:
+        fp32_path, fp16_path = self.out / FP32_GRAPH_NAME, self.out / FP16_GRAPH_NAME
+        self.stages.run("derive mixed-precision fp16 graph", lambda: _write_fp16(fp32_path, fp16_path))
+        self.meta["onnx"]["graphs"]["fp16"] = {"path": FP16_GRAPH_NAME, "sha256": sha256_file(fp16_path)}
+        if self.options.verify:
             from .onnx.verify import check_fp16_graph
 
-            agreement = stages.run("verify fp16 graph against fp32", lambda: check_fp16_graph(fp32_path, fp16_path, inputs))
-            log(f"      mask MAE {agreement.mask_mae:.2e}, max |diff| {agreement.max_abs_diff:.2e}, "
-                f"IoU@0.5 {agreement.iou_at_half:.5f}, finite {agreement.finite}")
-            meta["parity"]["fp16_onnx_vs_fp32_onnx"] = agreement.as_dict()
-    if not options.onnx_only:
+            title = "verify fp16 graph against fp32"
+            agreement = self.stages.run(title, lambda: check_fp16_graph(fp32_path, fp16_path, self.inputs))
+            self.log(
+                f"      mask MAE {agreement.mask_mae:.2e}, max |diff| {agreement.max_abs_diff:.2e}, "
+                f"IoU@0.5 {agreement.iou_at_half:.5f}, finite {agreement.finite}"
+            )
+            self.meta["parity"]["fp16_onnx_vs_fp32_onnx"] = agreement.as_dict()
+
+    def build_engine(self) -> None:
         from .tensorrt.build import build_engine_stage
 
-        graph = out / (FP16_GRAPH_NAME if fp16 else FP32_GRAPH_NAME)
-        meta["engine"] = stages.run("build TensorRT engine", lambda: build_engine_stage(
-            graph, fp32_path, out / ENGINE_NAME, options, inputs if options.verify else None, log))
-    write_json(out / METADATA_NAME, meta)
-    log(f"wrote {out / METADATA_NAME}")
-    return out / METADATA_NAME
+        graph = self.out / (FP16_GRAPH_NAME if self.fp16 else FP32_GRAPH_NAME)
+        inputs = self.inputs if self.options.verify else None
+        self.meta["engine"] = self.stages.run(
+            "build TensorRT engine",
+            lambda: build_engine_stage(graph, self.out, self.meta, self.options, inputs, self.log),
+        )
 
 
 def _trace(model, path: Path, options: ExportOptions) -> None:
     from .onnx.trace import trace_to_onnx
 
     with atomic_output(path) as partial:
-        trace_to_onnx(model, partial, resolution=(options.height, options.width),
-                      deform_conv=options.deform_conv, opset=options.opset)
+        resolution = (options.height, options.width)
+        trace_to_onnx(
+            model, partial, resolution=resolution, deform_conv=options.deform_conv, opset=options.opset
+        )
 
 
 def _write_fp16(fp32_path: Path, fp16_path: Path) -> None:
-    import warnings
-
     import onnx
 
     from .onnx.fp16 import to_mixed_precision
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the converter warns for every tiny weight it rounds
-        mixed = to_mixed_precision(onnx.load(str(fp32_path)))
+    mixed = to_mixed_precision(onnx.load(str(fp32_path)))
     with atomic_output(fp16_path) as partial:
         onnx.save(mixed, str(partial))
 

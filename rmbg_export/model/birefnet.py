@@ -30,7 +30,9 @@ class BiRefNet(nn.Module):
         height, width = static_shape(x)[-2:]
         full = self.bb(x)
         half = self.bb(resize(x, (height // 2, width // 2)))
-        features = [torch.cat((f, resize(h, static_shape(f)[-2:])), dim=1) for f, h in zip(full, half, strict=True)]
+        features = [
+            torch.cat((f, resize(h, static_shape(f)[-2:])), dim=1) for f, h in zip(full, half, strict=True)
+        ]
         x1, x2, x3, x4 = features
         size = static_shape(x4)[-2:]
         x4 = torch.cat((resize(x1, size), resize(x2, size), resize(x3, size), x4), dim=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 from torch import nn
@@ -33,11 +34,15 @@ def fold_batchnorms(model: nn.Module) -> nn.Module:
         pairs = list(getattr(module, "conv_bn_pairs", ()))
         if isinstance(module, nn.Sequential):
             names = list(module._modules)
-            pairs += [(a, b) for a, b in zip(names, names[1:], strict=False) if isinstance(module._modules[b], nn.BatchNorm2d)]
+            pairs += [
+                (a, b) for a, b in itertools.pairwise(names) if isinstance(module._modules[b], nn.BatchNorm2d)
+            ]
         for conv_name, bn_name in pairs:
             conv, bn = _as_conv(getattr(module, conv_name)), getattr(module, bn_name)
             if conv is None or not isinstance(bn, nn.BatchNorm2d):
-                raise TypeError(f"cannot fold {type(bn).__name__} into {type(getattr(module, conv_name)).__name__}")
+                raise TypeError(
+                    f"cannot fold {type(bn).__name__} into {type(getattr(module, conv_name)).__name__}"
+                )
             _fold(conv, bn)
             setattr(module, bn_name, nn.Identity())
     remaining = [name for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]

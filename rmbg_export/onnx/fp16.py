@@ -9,6 +9,7 @@ fp16 weights and convolution / matmul compute; fp32 where fp16 breaks:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import onnx
@@ -60,9 +61,30 @@ def to_mixed_precision(model: onnx.ModelProto, extra_fp32_ops: Iterable[str] = (
     from onnxconverter_common import float16
 
     op_block_list = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(FP32_OP_TYPES) | set(extra_fp32_ops))
-    return float16.convert_float_to_float16(
-        model,
-        keep_io_types=True,
-        op_block_list=op_block_list,
-        node_block_list=sorted(fp32_node_names(model.graph)),
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one warning per weight below fp16's smallest normal
+        mixed = float16.convert_float_to_float16(
+            model,
+            keep_io_types=True,
+            op_block_list=op_block_list,
+            node_block_list=sorted(fp32_node_names(model.graph)),
+        )
+    return restore_fp32_outputs(mixed)
+
+
+def restore_fp32_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The converter leaves an output fp16 when its last node is block-listed (our Sigmoid) despite
+    keep_io_types; make the final Cast produce float32 again so the contract holds."""
+    producers = _producers(model.graph)
+    for output in model.graph.output:
+        tensor_type = output.type.tensor_type
+        if tensor_type.elem_type == onnx.TensorProto.FLOAT:
+            continue
+        cast = producers.get(output.name)
+        if cast is None or cast.op_type != "Cast":
+            raise ValueError(f"output {output.name} is not float32 and not produced by a Cast")
+        for attr in cast.attribute:
+            if attr.name == "to":
+                attr.i = onnx.TensorProto.FLOAT
+        tensor_type.elem_type = onnx.TensorProto.FLOAT
+    return model

@@ -55,8 +55,8 @@ def trace_to_onnx(
     dummy = torch.zeros(1, 3, *resolution)
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         # Shapes read as Python ints (H, W, window counts) are constants by design: H and W are fixed.
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        # The exporter also warns that it cannot infer DeformConv's shape: set_static_io_shapes does.
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             wrapped,
             (dummy,),
@@ -68,5 +68,18 @@ def trace_to_onnx(
             dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
             do_constant_folding=True,
             export_params=True,
-            autograd_inlining=False,
+            autograd_inlining=False,  # keeps the DeformConv autograd.Function as one node
         )
+    set_static_io_shapes(path, resolution)
+
+
+def set_static_io_shapes(path: Path, resolution: tuple[int, int]) -> None:
+    """Pin the output to (batch, 1, H, W) and store inferred shapes for every tensor."""
+    import onnx
+
+    model = onnx.load(str(path))
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims[2:], resolution, strict=True):
+        dim.Clear()
+        dim.dim_value = value
+    onnx.save(onnx.shape_inference.infer_shapes(model), str(path))

@@ -1,0 +1,134 @@
+"""`rmbg-export` end to end on a real checkpoint file, in a subprocess as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import fixture_model
+from safetensors.torch import save_file
+
+from rmbg_export.files import atomic_output, sha256_file
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LEGACY = "swin_v1_t_legacy_b1_512x512"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "birefnet_lite.safetensors"
+    save_file(fixture_model(LEGACY).state_dict(), str(path))
+    return path
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from rmbg_export.cli import main; main()", *map(str, args)]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(command(*args), capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def onnx_export(checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    result = run(
+        checkpoint,
+        "--output",
+        out,
+        "--resolution",
+        "256x320",
+        "--patch-order",
+        "legacy",
+        "--max-batch",
+        "3",
+        "--deform-conv",
+        "grid_sample",
+        "--onnx-only",
+    )
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_onnx_only_export_writes_graphs_and_contract(onnx_export):
+    out, result = onnx_export
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx", "model_fp16.onnx"]
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["schema_version"] == 1
+    assert meta["model"]["backbone"] == "swin_v1_t" and meta["model"]["patch_order"] == "legacy"
+    assert (meta["input"]["height"], meta["input"]["width"]) == (256, 320)
+    assert meta["batch"] == {"dim": "batch", "min": 1, "max": 3}
+    assert meta["onnx"]["deform_conv"] == "grid_sample" and meta["precision"] == "fp16"
+    for graph in meta["onnx"]["graphs"].values():
+        assert sha256_file(out / graph["path"]) == graph["sha256"]
+    assert meta["parity"]["fp32_onnx_vs_torch"]["max_abs_diff"] <= 1e-3
+    assert meta["parity"]["fp32_onnx_vs_torch"]["batch_sizes"] == [1, 2]
+    assert meta["parity"]["fp16_onnx_vs_fp32_onnx"]["mask_mae"] <= 2e-3
+    assert "[5/5] verify fp16 graph against fp32: done in" in result.stdout
+
+
+def test_full_export_without_tensorrt_fails_clearly(checkpoint, tmp_path):
+    result = run(checkpoint, "-o", tmp_path / "out", "--patch-order", "legacy")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot build a TensorRT engine: TensorRT is not installed")
+    assert "--onnx-only" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--resolution", "500"], "the height 500 is not a positive multiple of 32"),
+        (["--resolution", "big"], "'big' is not a size"),
+        (["--max-batch", "0"], "--max-batch 0 must be at least 1"),
+        (["--opset", "18"], "--deform-conv native needs --opset 19"),
+    ],
+)
+def test_bad_options(checkpoint, tmp_path, args, message):
+    result = run(checkpoint, "-o", tmp_path, "--onnx-only", "--patch-order", "legacy", *args)
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_failed_load_keeps_previous_export(tmp_path):
+    (tmp_path / "model.json").write_text("{}")
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"not a checkpoint")
+    result = run(bad, "-o", tmp_path, "--onnx-only", "--patch-order", "legacy")
+    assert result.returncode == 1 and "corrupt or incomplete" in result.stderr
+    assert (tmp_path / "model.json").read_text() == "{}"
+
+
+def test_interrupted_export_leaves_nothing_that_looks_complete(checkpoint, tmp_path):
+    (tmp_path / "model.json").write_text("{}")  # a previous export's contract
+    env = os.environ | {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        command(checkpoint, "-o", tmp_path, "--onnx-only", "--patch-order", "legacy", "--resolution", "256"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    for line in proc.stdout:
+        if line.startswith("[2/"):  # tracing has begun
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGINT)
+            break
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["model.onnx"])
+
+
+def test_atomic_output_removes_partial_file_on_error(tmp_path):
+    target = tmp_path / "model.onnx"
+    with pytest.raises(RuntimeError), atomic_output(target) as partial:
+        partial.write_bytes(b"half")
+        raise RuntimeError("disk full")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,137 @@
+"""Exported graphs in ONNX Runtime CPU against the official recorded logits and our PyTorch model."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import fill, fixture_model, load_fixture
+
+from rmbg_export.onnx.fp16 import FP32_OP_TYPES, to_mixed_precision
+from rmbg_export.onnx.trace import INPUT_NAME, OUTPUT_NAME, trace_to_onnx
+from rmbg_export.onnx.verify import mask_agreement, nonfinite_tensors, ort_session, synthetic_images
+
+MAX_DIFF, MEAN_DIFF = 1e-3, 1e-4
+CASES = [
+    ("swin_v1_t_legacy_b1_512x512", "native"),
+    ("swin_v1_t_legacy_b1_512x512", "grid_sample"),
+    ("swin_v1_t_einops_b2_512x512", "native"),
+    ("swin_v1_t_einops_b2_512x512", "grid_sample"),
+]
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("onnx")
+
+
+@cache
+def exported(name: str, mode: str, height: int, width: int, folder: Path) -> Path:
+    path = folder / f"{name}_{mode}_{height}x{width}.onnx"
+    trace_to_onnx(fixture_model(name), path, resolution=(height, width), deform_conv=mode)
+    return path
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+@pytest.mark.parametrize(("name", "mode"), CASES)
+def test_graph_meets_conformance_bounds(name, mode, out_dir):
+    """Traced at batch 1; the einops fixture runs at batch 2."""
+    fx = load_fixture(name)
+    session = ort_session(exported(name, mode, 512, 512, out_dir))
+    prob = session.run(None, {INPUT_NAME: fill.conformance_input(tuple(fx["input_shape"]))})[0]
+    assert prob.shape == tuple(fx["output_shape"])
+    diff = np.abs(prob[:, :, ::16, ::16] - sigmoid(fx["strided_s16"]))
+    assert diff.max() <= MAX_DIFF and diff.mean() <= MEAN_DIFF, (diff.max(), diff.mean())
+    h, w = prob.shape[2:]
+    corners = [prob[0, 0, 0, 0], prob[0, 0, h // 2, w // 3], prob[-1, 0, -1, -1]]
+    np.testing.assert_allclose(corners, sigmoid(fx["corner_values"]), atol=MAX_DIFF)
+
+
+@pytest.mark.parametrize("mode", ["native", "grid_sample"])
+def test_non_square_resolution_and_batch_three(mode, out_dir):
+    name = "swin_v1_t_legacy_b1_512x512"
+    session = ort_session(exported(name, mode, 256, 384, out_dir))
+    x = synthetic_images(3, 256, 384, seed=7)
+    prob = session.run(None, {INPUT_NAME: x})[0]
+    with torch.inference_mode():
+        expected = torch.sigmoid(fixture_model(name)(torch.from_numpy(x))).numpy()
+    diff = np.abs(prob - expected)
+    assert prob.shape == (3, 1, 256, 384)
+    assert diff.max() <= MAX_DIFF and diff.mean() <= MEAN_DIFF
+
+
+def test_graph_contract(out_dir):
+    model = onnx.load(str(exported("swin_v1_t_legacy_b1_512x512", "native", 512, 512, out_dir)))
+    (inp,), (out,) = model.graph.input, model.graph.output
+    assert (inp.name, out.name) == (INPUT_NAME, OUTPUT_NAME)
+    for value, channels in ((inp, 3), (out, 1)):
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        dims = value.type.tensor_type.shape.dim
+        assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [channels, 512, 512]
+    ops = Counter(node.op_type for node in model.graph.node)
+    assert ops["DeformConv"] == 20 and ops["BatchNormalization"] == 0 and ops["Sigmoid"] >= 1
+    assert model.graph.node[-1].op_type == "Sigmoid"
+    names = [init.name for init in model.graph.initializer]
+    assert not [n for n in names if "conv_ms_spvn" in n or "gdt_convs_pred" in n]
+    assert model.opset_import[0].version == 19
+
+
+def test_grid_sample_graph_uses_standard_operators_only(out_dir):
+    model = onnx.load(str(exported("swin_v1_t_legacy_b1_512x512", "grid_sample", 512, 512, out_dir)))
+    ops = Counter(node.op_type for node in model.graph.node)
+    assert ops["GridSample"] == 20 and "DeformConv" not in ops
+    assert all(node.domain in ("", "ai.onnx") for node in model.graph.node)
+
+
+@pytest.fixture(scope="module")
+def fp16_pair(out_dir):
+    fp32 = exported("swin_v1_t_legacy_b1_512x512", "grid_sample", 256, 256, out_dir)
+    fp16 = out_dir / "mixed.onnx"
+    onnx.save(to_mixed_precision(onnx.load(str(fp32))), str(fp16))
+    return fp32, fp16
+
+
+def value_types(model: onnx.ModelProto) -> dict[str, int]:
+    typed = onnx.shape_inference.infer_shapes(model)
+    values = [*typed.graph.value_info, *typed.graph.input, *typed.graph.output]
+    types = {v.name: v.type.tensor_type.elem_type for v in values}
+    types.update({init.name: init.data_type for init in model.graph.initializer})
+    return types
+
+
+def test_mixed_precision_keeps_fragile_ops_in_fp32(fp16_pair):
+    model = onnx.load(str(fp16_pair[1]))
+    types = value_types(model)
+    assert types[INPUT_NAME] == types[OUTPUT_NAME] == onnx.TensorProto.FLOAT
+    checked = Counter()
+    for node in model.graph.node:
+        if node.op_type in FP32_OP_TYPES and node.op_type != "Resize":
+            assert types[node.input[0]] == onnx.TensorProto.FLOAT, node.name
+            checked[node.op_type] += 1
+        if node.op_type == "Conv":
+            assert types[node.input[1]] == onnx.TensorProto.FLOAT16, node.name
+            checked["Conv"] += 1
+        if re.search(r"/attn(_\d+)?/MatMul$", node.name) and types[node.output[0]] == onnx.TensorProto.FLOAT:
+            checked["fp32 q·k"] += 1
+    assert checked["LayerNormalization"] == 64 and checked["Softmax"] == 24 and checked["GridSample"] == 20
+    assert checked["fp32 q·k"] == 24 and checked["Conv"] > 50
+
+
+def test_mixed_precision_is_finite_and_close_to_fp32(fp16_pair):
+    fp32, fp16 = (ort_session(p) for p in fp16_pair)
+    images = synthetic_images(2, 256, 256, seed=3)
+    reference = fp32.run(None, {INPUT_NAME: images})[0]
+    mixed = fp16.run(None, {INPUT_NAME: images})[0]
+    agreement = mask_agreement(reference, mixed)
+    print(f"fp16 vs fp32: MAE {agreement.mask_mae:.2e}, IoU {agreement.iou_at_half:.5f}")
+    assert agreement.finite and agreement.mask_mae <= 2e-3
+    assert nonfinite_tensors(fp16_pair[1], images[:1]) == []
