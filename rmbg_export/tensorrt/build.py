@@ -1,0 +1,180 @@
+"""The calls into TensorRT that build an engine. Decisions live in plan.py and preflight.py.
+
+NOT YET RUN on a GPU (no TensorRT on the development and CI machines): check this module first
+where TensorRT 10.x / 11.x and a GPU exist (scripts/gpu_check.py, pytest -m gpu).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import ExportError
+from ..files import atomic_output, sha256_file
+from ..metadata import ENGINE_NAME, FP16_GRAPH_NAME, FP32_GRAPH_NAME
+from .plan import BuildPlan, build_plan, format_cuda_version, optimization_profile, workspace_bytes
+
+ENGINE_MAX_MAE = 2e-3
+ENGINE_MIN_IOU = 0.99
+TIMING_CACHE_NAME = "timing.cache"
+
+
+def _progress_monitor(trt, log: Callable[[str], None]):
+    """An IProgressMonitor printing top-level phases with elapsed time (TensorRT >= 10.0)."""
+    if not hasattr(trt, "IProgressMonitor"):
+        return None
+
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.start = time.perf_counter()
+            self.lock = threading.Lock()  # TensorRT calls from several threads
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            if parent_phase is None:
+                with self.lock:
+                    log(f"      {time.perf_counter() - self.start:7.1f} s  {phase_name} ({num_steps} steps)")
+
+        def step_complete(self, phase_name, step):  # noqa: ARG002 - TensorRT's signature
+            return True  # never cancel
+
+        def phase_finish(self, phase_name):
+            pass
+
+    return Monitor()
+
+
+def current_device_facts(device_id: int = 0) -> dict:
+    from cuda.bindings import runtime as cudart
+
+    err, props = cudart.cudaGetDeviceProperties(device_id)
+    if int(err) != 0:
+        raise ExportError(f"CUDA device {device_id} cannot be queried ({err}); check CUDA_VISIBLE_DEVICES.")
+    _, driver = cudart.cudaDriverGetVersion()
+    _, runtime = cudart.cudaRuntimeGetVersion()
+    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+    return {
+        "gpu_name": name.rstrip("\x00"),
+        "compute_capability": f"{props.major}.{props.minor}",
+        "cuda_driver_version": format_cuda_version(driver),
+        "cuda_runtime_version": format_cuda_version(runtime),
+    }
+
+
+def _parse(trt, builder, logger, graph: Path, plan: BuildPlan):
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(graph)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(min(parser.num_errors, 3)))
+        raise ExportError(f"TensorRT could not parse {graph.name}: {errors}.")
+    return network, parser
+
+
+def _config(trt, builder, network, plan: BuildPlan, options, height: int, width: int, cache_path: Path, log):
+    config = builder.create_builder_config()
+    if plan.fp16_flag:
+        config.set_flag(trt.BuilderFlag.FP16)
+    limit = workspace_bytes(options.engine.get("workspace_gib"))
+    if limit is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, limit)
+    config.builder_optimization_level = int(options.engine.get("opt_level", 3))
+    profile = optimization_profile(height, width, options.max_batch, options.engine.get("opt_batch"))
+    trt_profile = builder.create_optimization_profile()
+    trt_profile.set_shape(network.get_input(0).name, profile.min, profile.opt, profile.max)
+    config.add_optimization_profile(trt_profile)
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    monitor = _progress_monitor(trt, log)
+    if monitor is not None:
+        config.progress_monitor = monitor
+    return config, profile, monitor
+
+
+def build_engine_stage(
+    graph: Path, out: Path, meta: dict, options, inputs, log: Callable[[str], None]
+) -> dict:
+    """Build out/model.engine; returns the facts recorded under model.json's "engine"."""
+    import onnx
+    import tensorrt as trt
+
+    from .preflight import needs_plugins, require_supported
+
+    plan = build_plan(trt.__version__, options.precision)
+    graph = out / (FP16_GRAPH_NAME if plan.graph == "fp16" else FP32_GRAPH_NAME)
+    model = onnx.load(str(graph), load_external_data=False)
+    require_supported(model, trt.__version__, graph.name)
+    logger = trt.Logger(trt.Logger.WARNING)
+    plugins = needs_plugins(model)
+    if plugins:
+        trt.init_libnvinfer_plugins(logger, "")
+    log(f"      TensorRT {trt.__version__}: {plan.describe()}")
+    builder = trt.Builder(logger)
+    network, _parser = _parse(trt, builder, logger, graph, plan)
+    cache_path = options.engine.get("timing_cache") or out / TIMING_CACHE_NAME
+    config, profile, _monitor = _config(
+        trt, builder, network, plan, options, options.height, options.width, Path(cache_path), log
+    )
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(
+            "TensorRT failed to build the engine (see the log above); try --workspace-gib or "
+            "--deform-conv grid_sample."
+        )
+    build_seconds = time.perf_counter() - start
+    engine_path = out / ENGINE_NAME
+    with atomic_output(engine_path) as partial:
+        partial.write_bytes(bytes(serialized))
+    with atomic_output(Path(cache_path)) as partial:
+        partial.write_bytes(bytes(config.get_timing_cache().serialize()))
+    facts = {
+        "path": ENGINE_NAME,
+        "sha256": sha256_file(engine_path),
+        "tensorrt_version": trt.__version__,
+        **current_device_facts(),
+        "precision": options.precision,
+        "strongly_typed": plan.strongly_typed,
+        "fp16_builder_flag": plan.fp16_flag,
+        "graph": graph.name,
+        "profile": profile.as_dict(),
+        "plugins": ["ModulatedDeformConv2d"] if plugins else [],
+        "builder_optimization_level": int(options.engine.get("opt_level", 3)),
+        "workspace_gib": options.engine.get("workspace_gib"),
+        "build_seconds": round(build_seconds, 1),
+    }
+    if inputs is not None:
+        facts["parity"] = verify_engine(out, meta | {"engine": facts}, inputs, log)
+    return facts
+
+
+def verify_engine(out: Path, meta: dict, inputs, log: Callable[[str], None]) -> dict:
+    """The engine through the runtime's own TensorRT backend against the fp32 graph in ONNX Runtime."""
+    import numpy as np
+
+    from rmbg_runtime.backends.tensorrt import TensorRTBackend
+    from rmbg_runtime.metadata import spec_from_dict
+
+    from ..onnx.verify import mask_agreement, ort_session
+
+    spec = spec_from_dict(out, meta)
+    backend = TensorRTBackend(spec)
+    session = ort_session(out / FP32_GRAPH_NAME)
+    name = session.get_inputs()[0].name
+    reference = np.concatenate([session.run(None, {name: b})[0] for b in inputs])
+    engine = np.concatenate([backend.run(b) for b in inputs])
+    backend.close()
+    agreement = mask_agreement(reference, engine)
+    log(
+        f"      engine vs fp32 ONNX: max |diff| {agreement.max_abs_diff:.2e}, "
+        f"mask MAE {agreement.mask_mae:.2e}, IoU@0.5 {agreement.iou_at_half:.5f}"
+    )
+    if not agreement.finite or agreement.mask_mae > ENGINE_MAX_MAE or agreement.iou_at_half < ENGINE_MIN_IOU:
+        raise ExportError(
+            f"the TensorRT engine disagrees with the fp32 graph (mask MAE {agreement.mask_mae:.2e}, IoU "
+            f"{agreement.iou_at_half:.4f}, finite {agreement.finite}); "
+            "rebuild with --precision fp32 and report it."
+        )
+    return agreement.as_dict()

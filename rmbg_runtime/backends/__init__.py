@@ -1,0 +1,71 @@
+"""Inference backends. Each maps a float32 (B, 3, H, W) batch to (B, 1, H, W) probabilities.
+
+Heavy imports (onnxruntime, tensorrt, cuda-python) happen only when a backend is opened.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import BackendUnavailable
+from ..metadata import ModelSpec
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
+ALIASES = {
+    "trt": "tensorrt",
+    "ort-cuda": "onnxruntime-cuda",
+    "cuda": "onnxruntime-cuda",
+    "ort-cpu": "onnxruntime-cpu",
+    "cpu": "onnxruntime-cpu",
+    "onnxruntime": "onnxruntime-cpu",
+}
+
+
+class Backend(Protocol):
+    name: str
+    max_batch: int
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def open_backend(
+    spec: ModelSpec,
+    name: str = "auto",
+    *,
+    device_id: int = 0,
+    threads: int | None = None,
+    verify_files: bool = True,
+) -> Backend:
+    name = ALIASES.get(name, name)
+    if name not in BACKENDS:
+        raise BackendUnavailable(f"backend {name!r} is unknown; choose one of {', '.join(BACKENDS)}.")
+    if name == "auto":
+        return _open_auto(spec, device_id, threads, verify_files)
+    if name == "tensorrt":
+        from .tensorrt import TensorRTBackend
+
+        return TensorRTBackend(spec, device_id=device_id, verify_files=verify_files)
+    from .onnxruntime import OnnxRuntimeBackend
+
+    device = "cuda" if name == "onnxruntime-cuda" else "cpu"
+    return OnnxRuntimeBackend(
+        spec, device=device, device_id=device_id, threads=threads, verify_files=verify_files
+    )
+
+
+def _open_auto(spec: ModelSpec, device_id: int, threads: int | None, verify_files: bool) -> Backend:
+    """TensorRT when the export has an engine and TensorRT is installed (a mismatched engine is an
+    error, not a reason to run slower), then ONNX Runtime CUDA, then ONNX Runtime CPU."""
+    from .onnxruntime import OnnxRuntimeBackend, cuda_provider_available
+    from .tensorrt import tensorrt_installed
+
+    if spec.engine and tensorrt_installed():
+        from .tensorrt import TensorRTBackend
+
+        return TensorRTBackend(spec, device_id=device_id, verify_files=verify_files)
+    device = "cuda" if cuda_provider_available() else "cpu"
+    return OnnxRuntimeBackend(
+        spec, device=device, device_id=device_id, threads=threads, verify_files=verify_files
+    )

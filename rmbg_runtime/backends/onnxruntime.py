@@ -1,0 +1,69 @@
+"""ONNX Runtime backend (CPU or CUDA). The fp32 graph on CPU; the export's precision on CUDA."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BackendUnavailable
+from ..metadata import ModelSpec, verify_file
+
+INSTALL_CPU = "pip install 'rmbg-toolkit[ort]'"
+INSTALL_GPU = "pip uninstall onnxruntime && pip install 'rmbg-toolkit[ort-gpu]'"
+
+
+def _import_ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BackendUnavailable(f"ONNX Runtime is not installed; {INSTALL_CPU} (or [ort-gpu]).") from None
+    return onnxruntime
+
+
+def cuda_provider_available() -> bool:
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+class OnnxRuntimeBackend:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        device: str = "cpu",
+        device_id: int = 0,
+        threads: int | None = None,
+        verify_files: bool = True,
+    ) -> None:
+        ort = _import_ort()
+        if device == "cuda" and not cuda_provider_available():
+            raise BackendUnavailable(
+                f"ONNX Runtime has no CUDA provider here (onnxruntime {ort.__version__}); {INSTALL_GPU}, "
+                "or pick the onnxruntime-cpu backend."
+            )
+        precision = spec.precision if device == "cuda" and spec.precision in spec.graphs else "fp32"
+        entry = spec.graphs.get(precision)
+        path = spec.graph_path(precision)
+        if verify_files:
+            verify_file(path, entry["sha256"])
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = [("CUDAExecutionProvider", {"device_id": device_id})] if device == "cuda" else []
+        self.session = ort.InferenceSession(
+            str(path), options, providers=[*providers, "CPUExecutionProvider"]
+        )
+        if device == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
+            raise BackendUnavailable(
+                "ONNX Runtime could not start its CUDA provider (CUDA or cuDNN libraries missing?); "
+                "fix the CUDA install or pick the onnxruntime-cpu backend."
+            )
+        self.name = f"onnxruntime-{device} ({precision} graph)"
+        self.max_batch = spec.max_batch
+        self.input_name, self.output_name = spec.input_name, spec.output_name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: batch})[0]

@@ -1,0 +1,17 @@
+"""Errors a user can cause; each message is one sentence naming the cause and the fix."""
+
+
+class RmbgError(Exception):
+    """Base class of the runtime's user-facing errors."""
+
+
+class ImageError(RmbgError):
+    """An input that is not a usable image."""
+
+
+class ModelError(RmbgError):
+    """A model folder, metadata file, graph or engine that cannot be used here."""
+
+
+class BackendUnavailable(RmbgError):
+    """The requested inference backend is not installed or has no device here."""

@@ -1,0 +1,117 @@
+"""`Remover`: images in, masks and cut-outs out, through whichever backend the machine offers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageColor
+
+from .backends import open_backend
+from .errors import RmbgError
+from .images import DEFAULT_MAX_PIXELS, ImageInput, load_image
+from .metadata import read_model_spec
+from .processing import composite, cut_out, postprocess, preprocess, resize_probability
+
+
+def parse_color(color: str | Sequence[int]) -> tuple[int, int, int]:
+    if isinstance(color, str):
+        try:
+            return ImageColor.getrgb(color)[:3]
+        except ValueError:
+            raise RmbgError(f"background colour {color!r} is not a colour name or #rrggbb.") from None
+    rgb = tuple(int(c) for c in color)
+    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+        raise RmbgError(f"background colour {color!r} must be three values in 0-255.")
+    return rgb
+
+
+class Remover:
+    """Background removal with an exported BiRefNet / RMBG-2.0 model.
+
+    Thread-safe: decoding and pre/post-processing run in the calling thread, inference through
+    the backend is serialised (TensorRT contexts and their buffers are not re-entrant).
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        backend: str = "auto",
+        *,
+        device_id: int = 0,
+        threads: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        verify_files: bool = True,
+    ) -> None:
+        self.spec = read_model_spec(model_dir)
+        self.backend = open_backend(
+            self.spec, backend, device_id=device_id, threads=threads, verify_files=verify_files
+        )
+        self.max_pixels = max_pixels
+        self._lock = threading.Lock()
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def load(self, image: ImageInput) -> Image.Image:
+        return load_image(image, max_pixels=self.max_pixels)
+
+    def probabilities(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
+        """Network-resolution (H, W) probability maps, batched up to the backend's limit."""
+        out: list[np.ndarray] = []
+        step = max(1, self.backend.max_batch)
+        for start in range(0, len(images), step):
+            batch = np.stack(
+                [
+                    preprocess(im, self.spec.size, self.spec.mean, self.spec.std)
+                    for im in images[start : start + step]
+                ]
+            )
+            with self._lock:
+                prob = self.backend.run(batch)
+            out.extend(prob[:, 0])
+        return out
+
+    def predict_mask(self, image: ImageInput) -> np.ndarray:
+        """float32 (H, W) alpha in [0, 1] at the image's size."""
+        return self.predict_masks([image])[0]
+
+    def predict_masks(self, images: Sequence[ImageInput]) -> list[np.ndarray]:
+        loaded = [self.load(im) for im in images]
+        return [
+            resize_probability(p, im.size) for p, im in zip(self.probabilities(loaded), loaded, strict=True)
+        ]
+
+    def remove_background(
+        self,
+        image: ImageInput,
+        *,
+        background: str | Sequence[int] | None = None,
+        mask_only: bool = False,
+    ) -> Image.Image:
+        return self.remove_backgrounds([image], background=background, mask_only=mask_only)[0]
+
+    def remove_backgrounds(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        background: str | Sequence[int] | None = None,
+        mask_only: bool = False,
+    ) -> list[Image.Image]:
+        """RGBA cut-outs with straight alpha (the model card's 8-bit mask), the mask alone ('L'),
+        or the image composited on `background`."""
+        color = parse_color(background) if background is not None else None
+        loaded = [self.load(im) for im in images]
+        results = []
+        for prob, image in zip(self.probabilities(loaded), loaded, strict=True):
+            alpha = postprocess(prob, image.size)
+            if mask_only:
+                results.append(Image.fromarray(alpha, "L"))
+            elif color is not None:
+                results.append(composite(image, alpha, color))
+            else:
+                results.append(cut_out(image, alpha))
+        return results
