@@ -42,6 +42,30 @@ def fixture_model(name: str):
 
 
 @pytest.fixture(scope="session")
+def export_graph(tmp_path_factory):
+    """export_graph(name, mode, height, width, fp16=False) -> path of a cached exported graph."""
+    folder = tmp_path_factory.mktemp("graphs")
+
+    @cache
+    def export(name: str, mode: str, height: int, width: int, fp16: bool = False) -> Path:
+        import onnx
+
+        from rmbg_export.onnx.fp16 import to_mixed_precision
+        from rmbg_export.onnx.trace import trace_to_onnx
+
+        path = folder / f"{name}_{mode}_{height}x{width}.onnx"
+        if not path.exists():
+            trace_to_onnx(fixture_model(name), path, resolution=(height, width), deform_conv=mode)
+        if not fp16:
+            return path
+        mixed = path.with_name(path.stem + "_fp16.onnx")
+        onnx.save(to_mixed_precision(onnx.load(str(path))), str(mixed))
+        return mixed
+
+    return export
+
+
+@pytest.fixture(scope="session")
 def swin_t_legacy():
     return fixture_model("swin_v1_t_legacy_b1_512x512")
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from functools import cache
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -13,8 +11,8 @@ import pytest
 import torch
 from conftest import fill, fixture_model, load_fixture
 
-from rmbg_export.onnx.fp16 import FP32_OP_TYPES, to_mixed_precision
-from rmbg_export.onnx.trace import INPUT_NAME, OUTPUT_NAME, trace_to_onnx
+from rmbg_export.onnx.fp16 import FP32_OP_TYPES
+from rmbg_export.onnx.trace import INPUT_NAME, OUTPUT_NAME
 from rmbg_export.onnx.verify import mask_agreement, nonfinite_tensors, ort_session, synthetic_images
 
 MAX_DIFF, MEAN_DIFF = 1e-3, 1e-4
@@ -26,27 +24,15 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def out_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("onnx")
-
-
-@cache
-def exported(name: str, mode: str, height: int, width: int, folder: Path) -> Path:
-    path = folder / f"{name}_{mode}_{height}x{width}.onnx"
-    trace_to_onnx(fixture_model(name), path, resolution=(height, width), deform_conv=mode)
-    return path
-
-
 def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
 @pytest.mark.parametrize(("name", "mode"), CASES)
-def test_graph_meets_conformance_bounds(name, mode, out_dir):
+def test_graph_meets_conformance_bounds(name, mode, export_graph):
     """Traced at batch 1; the einops fixture runs at batch 2."""
     fx = load_fixture(name)
-    session = ort_session(exported(name, mode, 512, 512, out_dir))
+    session = ort_session(export_graph(name, mode, 512, 512))
     prob = session.run(None, {INPUT_NAME: fill.conformance_input(tuple(fx["input_shape"]))})[0]
     assert prob.shape == tuple(fx["output_shape"])
     diff = np.abs(prob[:, :, ::16, ::16] - sigmoid(fx["strided_s16"]))
@@ -57,9 +43,9 @@ def test_graph_meets_conformance_bounds(name, mode, out_dir):
 
 
 @pytest.mark.parametrize("mode", ["native", "grid_sample"])
-def test_non_square_resolution_and_batch_three(mode, out_dir):
+def test_non_square_resolution_and_batch_three(mode, export_graph):
     name = "swin_v1_t_legacy_b1_512x512"
-    session = ort_session(exported(name, mode, 256, 384, out_dir))
+    session = ort_session(export_graph(name, mode, 256, 384))
     x = synthetic_images(3, 256, 384, seed=7)
     prob = session.run(None, {INPUT_NAME: x})[0]
     with torch.inference_mode():
@@ -69,8 +55,8 @@ def test_non_square_resolution_and_batch_three(mode, out_dir):
     assert diff.max() <= MAX_DIFF and diff.mean() <= MEAN_DIFF
 
 
-def test_graph_contract(out_dir):
-    model = onnx.load(str(exported("swin_v1_t_legacy_b1_512x512", "native", 512, 512, out_dir)))
+def test_graph_contract(export_graph):
+    model = onnx.load(str(export_graph("swin_v1_t_legacy_b1_512x512", "native", 512, 512)))
     (inp,), (out,) = model.graph.input, model.graph.output
     assert (inp.name, out.name) == (INPUT_NAME, OUTPUT_NAME)
     for value, channels in ((inp, 3), (out, 1)):
@@ -85,19 +71,17 @@ def test_graph_contract(out_dir):
     assert model.opset_import[0].version == 19
 
 
-def test_grid_sample_graph_uses_standard_operators_only(out_dir):
-    model = onnx.load(str(exported("swin_v1_t_legacy_b1_512x512", "grid_sample", 512, 512, out_dir)))
+def test_grid_sample_graph_uses_standard_operators_only(export_graph):
+    model = onnx.load(str(export_graph("swin_v1_t_legacy_b1_512x512", "grid_sample", 512, 512)))
     ops = Counter(node.op_type for node in model.graph.node)
     assert ops["GridSample"] == 20 and "DeformConv" not in ops
     assert all(node.domain in ("", "ai.onnx") for node in model.graph.node)
 
 
 @pytest.fixture(scope="module")
-def fp16_pair(out_dir):
-    fp32 = exported("swin_v1_t_legacy_b1_512x512", "grid_sample", 256, 256, out_dir)
-    fp16 = out_dir / "mixed.onnx"
-    onnx.save(to_mixed_precision(onnx.load(str(fp32))), str(fp16))
-    return fp32, fp16
+def fp16_pair(export_graph):
+    name = "swin_v1_t_legacy_b1_512x512"
+    return export_graph(name, "grid_sample", 256, 256), export_graph(name, "grid_sample", 256, 256, fp16=True)
 
 
 def value_types(model: onnx.ModelProto) -> dict[str, int]:

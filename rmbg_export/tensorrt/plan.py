@@ -3,6 +3,7 @@ version, the optimisation profile, and what the engine records about itself."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..errors import ExportError
@@ -12,10 +13,11 @@ STRONGLY_TYPED_SINCE = (10, 12)  # opt-in flag from 10.12; the only mode in 11.x
 
 
 def parse_version(version: str) -> tuple[int, ...]:
+    """'10.12.0.36' -> (10, 12, 0); '11.4.0rc1' -> (11, 4, 0)."""
     parts = []
     for piece in version.split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
+        match = re.match(r"\d+", piece)
+        parts.append(int(match.group()) if match else 0)
     return tuple(parts)
 
 

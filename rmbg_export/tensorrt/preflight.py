@@ -48,7 +48,10 @@ def _attr(node: onnx.NodeProto, name: str, default=None):
 
 
 def _ranks_and_types(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int]]:
-    typed = onnx.shape_inference.infer_shapes(model)
+    try:
+        typed = onnx.shape_inference.infer_shapes(model)
+    except onnx.shape_inference.InferenceError:
+        typed = model  # an unknown operator stops inference; the shapes stored at export still count
     ranks, types = {}, {}
     for value in [*typed.graph.value_info, *typed.graph.input, *typed.graph.output]:
         tensor = value.type.tensor_type

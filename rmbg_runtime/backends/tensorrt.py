@@ -44,6 +44,10 @@ def engine_mismatches(recorded: dict, current: dict) -> list[str]:
     return problems
 
 
+def refusal_sentence(engine_name: str, problems: list[str]) -> str:
+    return f"{engine_name} was built for {', '.join(problems)}; {REBUILD}."
+
+
 def batch_slices(total: int, max_batch: int) -> list[slice]:
     """Consecutive slices of at most max_batch items covering range(total)."""
     return [slice(start, min(start + max_batch, total)) for start in range(0, total, max_batch)]
@@ -70,7 +74,7 @@ class TensorRTBackend:
         current = self.device_facts(cudart, device_id) | {"tensorrt_version": trt.__version__}
         problems = engine_mismatches(engine_meta, current)
         if problems:
-            raise ModelError(f"{path.name} was built for {', '.join(problems)}; {REBUILD}.")
+            raise ModelError(refusal_sentence(path.name, problems))
         self.name = f"tensorrt ({engine_meta.get('precision', '?')}, {current['gpu_name']})"
         self._cudart = cudart
         self._buffers: list[tuple[str, int]] = []
