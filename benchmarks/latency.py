@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table, summarize  # noqa: E402
+from common import machine, markdown_table, summarize
 
 STAGES = ("decode", "preprocess", "inference", "postprocess", "end_to_end")
 
@@ -79,6 +79,7 @@ def measure(remover, data: bytes, batch: int, runs: int, warmup: int) -> dict[st
 
 def import_time() -> float:
     """Seconds to `import rmbg_runtime` in a fresh interpreter, beyond the interpreter's own start."""
+
     def run(code: str) -> float:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", code], check=True)
@@ -111,14 +112,18 @@ def plot(rows: list[dict], path: Path) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", type=Path, required=True, help="Folder written by rmbg-export.")
     parser.add_argument("--image", type=Path, help="An image file (default: a synthetic 12 MP JPEG).")
     parser.add_argument("--backends", nargs="+", help="Default: every backend present.")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("latency"), help="Prefix of the .json/.md/.png files.")
+    parser.add_argument(
+        "--out", type=Path, default=Path("latency"), help="Prefix of the .json/.md/.png files."
+    )
     args = parser.parse_args()
 
     from rmbg_runtime import Remover
@@ -135,12 +140,20 @@ def main() -> None:
                 row[f"{stage}_p90_ms"] = round(s["p90_s"] * 1000, 1)
                 row[f"{stage}_p99_ms"] = round(s["p99_s"] * 1000, 1)
             own = row["decode_ms"] + row["preprocess_ms"] + row["postprocess_ms"]
-            row["runtime_share"] = f"{100 * (row['preprocess_ms'] + row['postprocess_ms']) / row['end_to_end_ms']:.1f}%"
+            row["runtime_share"] = (
+                f"{100 * (row['preprocess_ms'] + row['postprocess_ms']) / row['end_to_end_ms']:.1f}%"
+            )
             row["decode_pre_post_share"] = f"{100 * own / row['end_to_end_ms']:.1f}%"
             rows.append(row)
     width, height = Image.open(io.BytesIO(data)).size
-    report = {"machine": machine(), "image": f"{width}x{height}", "runs": args.runs, "warmup": args.warmup,
-              "import_rmbg_runtime_s": round(import_time(), 3), "results": rows}
+    report = {
+        "machine": machine(),
+        "image": f"{width}x{height}",
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "import_rmbg_runtime_s": round(import_time(), 3),
+        "results": rows,
+    }
     columns = [("backend", "backend"), ("batch", "batch")]
     columns += [(f"{s} ms (p90)", f"{s}_cell") for s in STAGES]
     columns += [("pre+post share", "runtime_share")]
@@ -148,9 +161,11 @@ def main() -> None:
         for s in STAGES:
             row[f"{s}_cell"] = f"{row[f'{s}_ms']} ({row[f'{s}_p90_ms']})"
     table = markdown_table(rows, columns)
-    header = (f"{width}x{height} image, {args.runs} runs after {args.warmup} warm-up, median (p90) per batch; "
-              f"{report['machine']['cpu']} ({report['machine']['cores']} cores), GPU: {report['machine']['gpu']}; "
-              f"import rmbg_runtime: {report['import_rmbg_runtime_s']} s")
+    header = (
+        f"{width}x{height} image, {args.runs} runs after {args.warmup} warm-up, median (p90) per batch; "
+        f"{report['machine']['cpu']} ({report['machine']['cores']} cores), GPU: {report['machine']['gpu']}; "
+        f"import rmbg_runtime: {report['import_rmbg_runtime_s']} s"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.out}.json").write_text(json.dumps(report, indent=2))
     Path(f"{args.out}.md").write_text(header + "\n\n" + table + "\n")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+from rmbg_runtime.metadata import sha256_file  # one implementation for writer and reader
+
+__all__ = ["atomic_output", "sha256_file", "write_json"]
 
 
 @contextlib.contextmanager
@@ -25,11 +28,3 @@ def atomic_output(final: Path) -> Iterator[Path]:
 def write_json(path: Path, data: dict) -> None:
     with atomic_output(path) as partial:
         partial.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

@@ -43,9 +43,17 @@ def fixture_checkpoint(backbone: str, folder: Path) -> Path:
 def export(checkpoint: Path, out: Path, precision: str, args) -> dict:
     from rmbg_export.pipeline import ExportOptions, run_export
 
-    options = ExportOptions(source=str(checkpoint), output=out, height=args.resolution, width=args.resolution,
-                            max_batch=args.max_batch, precision=precision, patch_order="legacy",
-                            deform_conv=args.deform_conv, engine={"timing_cache": out.parent / "timing.cache"})
+    options = ExportOptions(
+        source=str(checkpoint),
+        output=out,
+        height=args.resolution,
+        width=args.resolution,
+        max_batch=args.max_batch,
+        precision=precision,
+        patch_order="legacy",
+        deform_conv=args.deform_conv,
+        engine={"timing_cache": out.parent / "timing.cache"},
+    )
     return json.loads(run_export(options).read_text())
 
 
@@ -73,14 +81,13 @@ def time_torch(checkpoint: Path, batch, half: bool, args) -> dict:
             x = torch.from_numpy(batch).cuda().to(dtype)
             return torch.sigmoid(model(x)).float().cpu().numpy()
 
-    stats = summarize(time_runs(step, args.runs, args.warmup))
-    del model
-    torch.cuda.empty_cache()
-    return stats
+    return summarize(time_runs(step, args.runs, args.warmup))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--backbones", nargs="+", default=list(FIXTURES), choices=list(FIXTURES))
     parser.add_argument("--resolution", type=int, default=1024)
@@ -101,22 +108,46 @@ def main() -> None:
             folder = args.out / f"{backbone}_{precision}"
             meta = export(checkpoint, folder, precision, args)
             parity = meta["engine"]["parity"]
-            rows.append({"model": backbone, "backend": f"TensorRT {precision} engine",
-                         "mask_mae": f"{parity['mask_mae']:.2e}", "iou": f"{parity['iou_at_half']:.5f}",
-                         **time_engine(folder, batch, args)})
+            rows.append(
+                {
+                    "model": backbone,
+                    "backend": f"TensorRT {precision} engine",
+                    "mask_mae": f"{parity['mask_mae']:.2e}",
+                    "iou": f"{parity['iou_at_half']:.5f}",
+                    **time_engine(folder, batch, args),
+                }
+            )
         for half in (False, True):
-            rows.append({"model": backbone, "backend": f"PyTorch eager {'fp16' if half else 'fp32'}",
-                         **time_torch(checkpoint, batch, half, args)})
+            rows.append(
+                {
+                    "model": backbone,
+                    "backend": f"PyTorch eager {'fp16' if half else 'fp32'}",
+                    **time_torch(checkpoint, batch, half, args),
+                }
+            )
     for row in rows:
         for key in ("median_s", "p90_s", "p99_s"):
             row[key.replace("_s", "_ms")] = round(row.pop(key) * 1000, 2)
     report = {"machine": machine(), "args": vars(args), "results": rows}
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
-    print(f"{args.resolution}x{args.resolution} batch 1 on {report['machine']['gpu']}, {args.runs} runs after "
-          f"{args.warmup} warm-up (host array in, host array out)")
-    print(markdown_table(rows, [("model", "model"), ("backend", "backend"), ("median ms", "median_ms"),
-                                ("p90 ms", "p90_ms"), ("p99 ms", "p99_ms"), ("mask MAE vs ORT fp32", "mask_mae"),
-                                ("IoU@0.5", "iou")]))
+    print(
+        f"{args.resolution}x{args.resolution} batch 1 on {report['machine']['gpu']}, {args.runs} runs after "
+        f"{args.warmup} warm-up (host array in, host array out)"
+    )
+    print(
+        markdown_table(
+            rows,
+            [
+                ("model", "model"),
+                ("backend", "backend"),
+                ("median ms", "median_ms"),
+                ("p90 ms", "p90_ms"),
+                ("p99 ms", "p99_ms"),
+                ("mask MAE vs ORT fp32", "mask_mae"),
+                ("IoU@0.5", "iou"),
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

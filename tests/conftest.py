@@ -70,25 +70,24 @@ def swin_t_legacy():
     return fixture_model("swin_v1_t_legacy_b1_512x512")
 
 
-@pytest.fixture(scope="session")
-def exported_model_dir(tmp_path_factory):
-    """A real export (fixture Swin-T weights, 256x256, batch up to 3, fp32 + fp16 graphs)."""
+def export_fixture_model(folder: Path, **options) -> Path:
+    """Run the real export pipeline on fixture Swin-T weights; returns the model folder."""
     from safetensors.torch import save_file
 
     from rmbg_export.pipeline import ExportOptions, run_export
 
-    folder = tmp_path_factory.mktemp("export")
     checkpoint = folder / "weights.safetensors"
     save_file(fixture_model("swin_v1_t_legacy_b1_512x512").state_dict(), str(checkpoint))
-    options = ExportOptions(
-        source=str(checkpoint),
-        output=folder / "model",
-        height=256,
-        width=256,
-        max_batch=3,
-        patch_order="legacy",
-        onnx_only=True,
+    run_export(
+        ExportOptions(source=str(checkpoint), output=folder / "model", patch_order="legacy", **options),
+        log=lambda _line: None,
     )
-    run_export(options, log=lambda _line: None)
     checkpoint.unlink()
     return folder / "model"
+
+
+@pytest.fixture(scope="session")
+def exported_model_dir(tmp_path_factory):
+    """A real export (fixture Swin-T weights, 256x256, batch up to 3, fp32 + fp16 graphs)."""
+    folder = tmp_path_factory.mktemp("export")
+    return export_fixture_model(folder, height=256, width=256, max_batch=3, onnx_only=True)

@@ -10,8 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import fixture_model
-from safetensors.torch import save_file
+from conftest import export_fixture_model
 
 from rmbg_export.tensorrt.environment import missing_build_requirement
 
@@ -21,22 +20,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(MISSING is not None, reason=f"
 
 @pytest.fixture(scope="module", params=["fp16", "fp32"])
 def engine_export(request, tmp_path_factory):
-    from rmbg_export.pipeline import ExportOptions, run_export
-
     folder = tmp_path_factory.mktemp(f"engine_{request.param}")
-    checkpoint = folder / "weights.safetensors"
-    save_file(fixture_model("swin_v1_t_legacy_b1_512x512").state_dict(), str(checkpoint))
-    options = ExportOptions(
-        source=str(checkpoint),
-        output=folder / "model",
-        height=512,
-        width=512,
-        max_batch=4,
-        precision=request.param,
-        patch_order="legacy",
-    )
-    run_export(options)
-    return folder / "model"
+    return export_fixture_model(folder, height=512, width=512, max_batch=4, precision=request.param)
 
 
 def test_engine_is_recorded_and_close_to_fp32(engine_export):
