@@ -157,11 +157,10 @@ class ExportRun:
     def build_engine(self) -> None:
         from .tensorrt.build import build_engine_stage
 
-        graph = self.out / (FP16_GRAPH_NAME if self.fp16 else FP32_GRAPH_NAME)
         inputs = self.inputs if self.options.verify else None
         self.meta["engine"] = self.stages.run(
             "build TensorRT engine",
-            lambda: build_engine_stage(graph, self.out, self.meta, self.options, inputs, self.log),
+            lambda: build_engine_stage(self.out, self.meta, self.options, inputs, self.log),
         )
 
 

@@ -77,6 +77,8 @@ def _config(trt, builder, network, plan: BuildPlan, options, height: int, width:
     config = builder.create_builder_config()
     if plan.fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
+    if options.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32: no 10-bit-mantissa matmuls
     limit = workspace_bytes(options.engine.get("workspace_gib"))
     if limit is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, limit)
@@ -93,9 +95,7 @@ def _config(trt, builder, network, plan: BuildPlan, options, height: int, width:
     return config, profile, monitor
 
 
-def build_engine_stage(
-    graph: Path, out: Path, meta: dict, options, inputs, log: Callable[[str], None]
-) -> dict:
+def build_engine_stage(out: Path, meta: dict, options, inputs, log: Callable[[str], None]) -> dict:
     """Build out/model.engine; returns the facts recorded under model.json's "engine"."""
     import onnx
     import tensorrt as trt
@@ -138,6 +138,7 @@ def build_engine_stage(
         "precision": options.precision,
         "strongly_typed": plan.strongly_typed,
         "fp16_builder_flag": plan.fp16_flag,
+        "tf32": options.precision != "fp32",
         "graph": graph.name,
         "profile": profile.as_dict(),
         "plugins": ["ModulatedDeformConv2d"] if plugins else [],

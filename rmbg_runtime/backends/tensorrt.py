@@ -111,6 +111,11 @@ class TensorRTBackend:
         names = {self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)}
         if {spec.input_name, spec.output_name} - names:
             raise ModelError(f"{path.name} lacks tensors {spec.input_name}/{spec.output_name}; {REBUILD}.")
+        for name in (spec.input_name, spec.output_name):
+            if self._engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
+                raise ModelError(
+                    f"{path.name} has a non-float32 tensor {name!r}, against model.json; {REBUILD}."
+                )
         self._context = self._engine.create_execution_context()
         self.input_name, self.output_name = spec.input_name, spec.output_name
         self.max_batch = int(engine_meta["profile"]["max"][0])
