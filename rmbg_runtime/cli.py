@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -232,6 +233,10 @@ def _format_of(path: Path, default: str) -> str:
 
 
 def main() -> None:
+    def on_sigterm(_signum, _frame):
+        raise KeyboardInterrupt  # unwind through the finally blocks that remove partial files
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     cli = build_cli()
     try:
         cli.main(standalone_mode=False)

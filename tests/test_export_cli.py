@@ -114,6 +114,8 @@ def test_interrupted_export_leaves_nothing_that_looks_complete(checkpoint, tmp_p
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # A shell without job control starts background jobs with SIGINT ignored; undo that here.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     for line in proc.stdout:
         if line.startswith("[2/"):  # tracing has begun
@@ -132,3 +134,22 @@ def test_atomic_output_removes_partial_file_on_error(tmp_path):
         partial.write_bytes(b"half")
         raise RuntimeError("disk full")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_cleans_up_like_ctrl_c(checkpoint, tmp_path):
+    env = os.environ | {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        command(checkpoint, "-o", tmp_path, "--onnx-only", "--patch-order", "legacy", "--resolution", "256"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    for line in proc.stdout:
+        if line.startswith("[2/"):
+            time.sleep(1.0)
+            proc.terminate()
+            break
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in stderr
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
