@@ -69,6 +69,12 @@ def test_graph_contract(export_graph):
     names = [init.name for init in model.graph.initializer]
     assert not [n for n in names if "conv_ms_spvn" in n or "gdt_convs_pred" in n]
     assert model.opset_import[0].version == 19
+    big = [
+        n.attribute[0].t.raw_data
+        for n in model.graph.node
+        if n.op_type == "Constant" and len(n.attribute[0].t.raw_data) >= 1 << 16
+    ]
+    assert big and len(big) == len(set(big)), "repeated constants (shift masks) should be shared"
 
 
 def test_grid_sample_graph_uses_standard_operators_only(export_graph):

@@ -70,16 +70,52 @@ def trace_to_onnx(
             export_params=True,
             autograd_inlining=False,  # keeps the DeformConv autograd.Function as one node
         )
-    set_static_io_shapes(path, resolution)
+    finalize_graph(path, resolution)
 
 
-def set_static_io_shapes(path: Path, resolution: tuple[int, int]) -> None:
-    """Pin the output to (batch, 1, H, W) and store inferred shapes for every tensor."""
+def finalize_graph(path: Path, resolution: tuple[int, int]) -> None:
+    """Share repeated constants, pin the output to (batch, 1, H, W), store inferred shapes."""
     import onnx
 
     model = onnx.load(str(path))
+    share_repeated_constants(model.graph)
     dims = model.graph.output[0].type.tensor_type.shape.dim
     for dim, value in zip(dims[2:], resolution, strict=True):
         dim.Clear()
         dim.dim_value = value
     onnx.save(onnx.shape_inference.infer_shapes(model), str(path))
+
+
+def share_repeated_constants(graph, min_bytes: int = 1 << 16) -> int:
+    """The tracer writes one Constant per use of a tensor (each shifted block gets its own copy of
+    the stage's shift mask); keep the first of identical large constants. Returns bytes saved."""
+    import hashlib
+
+    first: dict[tuple, str] = {}
+    rename: dict[str, str] = {}
+    kept = []
+    for node in graph.node:
+        value = (
+            next((a.t for a in node.attribute if a.name == "value"), None)
+            if node.op_type == "Constant"
+            else None
+        )
+        if value is not None and len(value.raw_data) >= min_bytes:
+            key = (value.data_type, tuple(value.dims), hashlib.sha256(value.raw_data).digest())
+            if key in first:
+                rename[node.output[0]] = first[key]
+                continue
+            first[key] = node.output[0]
+        kept.append(node)
+    for node in kept:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    saved = sum(
+        len(next(a.t for a in n.attribute if a.name == "value").raw_data)
+        for n in graph.node
+        if n.output and n.output[0] in rename
+    )
+    del graph.node[:]
+    graph.node.extend(kept)
+    return saved
