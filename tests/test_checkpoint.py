@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
 from conftest import fixture_model
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from rmbg_export import ExportError, load_model
 from rmbg_export.checkpoint import TRAINING_ONLY_PREFIXES
@@ -148,33 +151,90 @@ def test_hub_repo_missing_from_offline_cache(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-class GatedHub(BaseHTTPRequestHandler):
-    """Answers like the hub does for a gated repo requested without an accepted licence."""
+class HubEmulator(BaseHTTPRequestHandler):
+    """Answers /{repo}/resolve/{revision}/{file} as the hub does: 200 with X-Repo-Commit and ETag,
+    404 EntryNotFound, and 401 GatedRepo for a gated repo asked without the accepted token."""
 
-    def _gated(self):
-        self.send_response(401)
-        self.send_header("X-Error-Code", "GatedRepo")
-        self.send_header("X-Error-Message", "Access to model briaai/RMBG-2.0 is restricted.")
+    repos: ClassVar[dict[str, dict[str, bytes]]] = {}
+    gated: ClassVar[dict[str, str]] = {"briaai/RMBG-2.0": "hf_accepted"}
+    commit = "b" * 40
+
+    def _answer(self, with_body: bool) -> None:
+        repo, _, rest = self.path.lstrip("/").partition("/resolve/")
+        filename = rest.split("/", 1)[-1]
+        token = self.gated.get(repo)
+        if token and self.headers.get("authorization") != f"Bearer {token}":
+            return self._error(401, "GatedRepo")
+        data = self.repos.get(repo, {}).get(filename)
+        if data is None:
+            return self._error(404, "EntryNotFound" if repo in self.repos else "RepoNotFound")
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", self.commit)
+        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if with_body:
+            self.wfile.write(data)
+
+    def _error(self, status: int, code: str) -> None:
+        self.send_response(status)
+        self.send_header("X-Error-Code", code)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    do_HEAD = do_GET = _gated
+    def do_HEAD(self):
+        self._answer(with_body=False)
+
+    def do_GET(self):
+        self._answer(with_body=True)
 
     def log_message(self, *args):
         pass
 
 
-def test_gated_repo_without_token_gives_one_sentence(tmp_path):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), GatedHub)
+@pytest.fixture(scope="module")
+def hub(safetensors_file):
+    """A loopback hub: RMBG-2.0 (gated; safetensors + legacy code) and a repo with only a .bin."""
+    weights = safetensors_file.read_bytes()
+    buffer = io.BytesIO()
+    torch.save(load_file(str(safetensors_file)), buffer)
+    HubEmulator.repos = {
+        "briaai/RMBG-2.0": {"model.safetensors": weights, "birefnet.py": LEGACY_CODE.encode()},
+        "someone/birefnet-bin": {"pytorch_model.bin": buffer.getvalue(), "birefnet.py": EINOPS_CODE.encode()},
+    }
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HubEmulator)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        env = {"HF_HOME": str(tmp_path), "HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}"}
-        result = run_cli(["inspect", "briaai/RMBG-2.0"], env)
-    finally:
-        server.shutdown()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_gated_repo_without_token_gives_one_sentence(hub, tmp_path):
+    result = run_cli(["inspect", "briaai/RMBG-2.0"], {"HF_HOME": str(tmp_path), "HF_ENDPOINT": hub})
     assert result.returncode == 1
     assert result.stderr.startswith("error: briaai/RMBG-2.0 is a gated repository"), result.stderr
     assert "HF_TOKEN" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_gated_repo_downloads_with_token_then_works_offline(hub, tmp_path):
+    env = {"HF_HOME": str(tmp_path), "HF_ENDPOINT": hub, "HF_TOKEN": "hf_accepted"}
+    online = run_cli(["inspect", "briaai/RMBG-2.0"], env)
+    assert online.returncode == 0, online.stderr
+    assert "briaai/RMBG-2.0 (hub)" in online.stdout and "legacy (code file)" in online.stdout
+    snapshot = tmp_path / "hub" / "models--briaai--RMBG-2.0" / "snapshots" / HubEmulator.commit
+    assert (snapshot / "model.safetensors").is_file() and (snapshot / "birefnet.py").is_file()
+    offline = run_cli(["inspect", "briaai/RMBG-2.0"], {"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+    assert offline.returncode == 0 and "loads strictly    yes" in offline.stdout
+
+
+def test_repo_with_only_a_bin_file(hub, tmp_path):
+    result = run_cli(["inspect", "someone/birefnet-bin"], {"HF_HOME": str(tmp_path), "HF_ENDPOINT": hub})
+    assert result.returncode == 0, result.stderr
+    assert "pytorch_model.bin" in result.stdout and "einops (code file)" in result.stdout
+
+
+def test_unknown_repo(hub, tmp_path):
+    result = run_cli(["inspect", "nobody/nothing"], {"HF_HOME": str(tmp_path), "HF_ENDPOINT": hub})
+    assert result.returncode == 1 and "was not found, or it is private" in result.stderr
 
 
 def test_missing_key_is_named(state, tmp_path):
