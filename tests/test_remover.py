@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -138,6 +139,11 @@ def test_model_folder_errors(exported_model_dir, tmp_path):
     with pytest.raises(ModelError, match="does not match the sha256 recorded"):
         Remover(broken, backend="onnxruntime-cpu")
     meta = json.loads((broken / "model.json").read_text())
+    (broken / "model.onnx").write_bytes(b"not a graph")
+    meta["onnx"]["graphs"]["fp32"]["sha256"] = hashlib.sha256(b"not a graph").hexdigest()
+    (broken / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"ONNX Runtime .* cannot load model\.onnx .*re-export"):
+        Remover(broken, backend="onnxruntime-cpu")
     (broken / "model.json").write_text(json.dumps(meta | {"schema_version": 99}))
     with pytest.raises(ModelError, match="schema version 99"):
         Remover(broken)

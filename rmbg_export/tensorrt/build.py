@@ -68,9 +68,16 @@ def _parse(trt, builder, logger, graph: Path, plan: BuildPlan):
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(graph)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(min(parser.num_errors, 3)))
+        errors = "; ".join(_parser_error(parser.get_error(i)) for i in range(min(parser.num_errors, 3)))
         raise ExportError(f"TensorRT could not parse {graph.name}: {errors}.")
     return network, parser
+
+
+def _parser_error(error) -> str:
+    """IParserError: node name and description where the version offers them."""
+    desc = error.desc() if hasattr(error, "desc") else str(error)
+    node = error.node_name() if hasattr(error, "node_name") else ""
+    return f"{node}: {desc}" if node else desc
 
 
 def _config(trt, builder, network, plan: BuildPlan, options, height: int, width: int, cache_path: Path, log):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, ModelError
 from ..metadata import ModelSpec, verify_file
 
 INSTALL_CPU = "pip install 'rmbg-toolkit[ort]'"
@@ -48,22 +48,31 @@ class OnnxRuntimeBackend:
         path = spec.graph_path(precision)
         if verify_files:
             verify_file(path, entry["sha256"])
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = [("CUDAExecutionProvider", {"device_id": device_id})] if device == "cuda" else []
-        self.session = ort.InferenceSession(
-            str(path), options, providers=[*providers, "CPUExecutionProvider"]
-        )
-        if device == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
-            raise BackendUnavailable(
-                "ONNX Runtime could not start its CUDA provider (CUDA or cuDNN libraries missing?); "
-                "fix the CUDA install or pick the onnxruntime-cpu backend."
-            )
+        self.session = _session(ort, path, device, device_id, threads)
         self.name = f"onnxruntime-{device} ({precision} graph)"
         self.max_batch = spec.max_batch
         self.input_name, self.output_name = spec.input_name, spec.output_name
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+
+def _session(ort, path, device: str, device_id: int, threads: int | None):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    providers = [("CUDAExecutionProvider", {"device_id": device_id})] if device == "cuda" else []
+    try:
+        session = ort.InferenceSession(str(path), options, providers=[*providers, "CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - ONNX Runtime raises its own untyped errors
+        raise ModelError(
+            f"ONNX Runtime {ort.__version__} cannot load {path.name} ({str(err).splitlines()[0][:200]}); "
+            "upgrade onnxruntime (1.25 or later runs DeformConv) or re-export with --deform-conv grid_sample."
+        ) from None
+    if device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
+        raise BackendUnavailable(
+            "ONNX Runtime could not start its CUDA provider (CUDA or cuDNN libraries missing?); "
+            "fix the CUDA install or pick the onnxruntime-cpu backend."
+        )
+    return session
