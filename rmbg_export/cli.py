@@ -123,6 +123,28 @@ def inspect(source: str, patch_order: str | None, revision: str | None) -> None:
         click.echo(f"{name:<18}{value}")
 
 
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--tensorrt", "version", required=True, help="Target TensorRT version, e.g. 10.13 or 11.4.")
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
+def preflight(folder: Path, version: str, precision: str) -> None:
+    """Check an export's graph against TensorRT's ONNX operator support, without TensorRT."""
+    import onnx
+
+    from .metadata import FP16_GRAPH_NAME, FP32_GRAPH_NAME
+    from .tensorrt.plan import build_plan
+    from .tensorrt.preflight import needs_plugins, require_supported
+
+    plan = build_plan(version, precision)
+    graph = folder / (FP16_GRAPH_NAME if plan.graph == "fp16" else FP32_GRAPH_NAME)
+    if not graph.is_file():
+        raise ExportError(f"{graph} does not exist; export with --precision {precision} first.")
+    model = onnx.load(str(graph), load_external_data=False)
+    require_supported(model, version, graph.name)
+    plugin = " (DeformConv through the ModulatedDeformConv2d plugin)" if needs_plugins(model) else ""
+    click.echo(f"{graph.name}: every node is supported by TensorRT {version}; {plan.describe()}{plugin}.")
+
+
 def _interrupt_on_sigterm() -> None:
     """Treat SIGTERM like Ctrl-C, so temporary files are removed on the way out."""
 

@@ -153,3 +153,17 @@ def test_sigterm_cleans_up_like_ctrl_c(checkpoint, tmp_path):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in stderr
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_preflight_command_on_an_export(onnx_export):
+    out, _ = onnx_export
+    ok = run("preflight", out, "--tensorrt", "11.4")
+    assert ok.returncode == 0, ok.stderr
+    assert "model_fp16.onnx: every node is supported by TensorRT 11.4; strongly typed network" in ok.stdout
+    legacy = run("preflight", out, "--tensorrt", "10.8")
+    assert (
+        "model.onnx: every node is supported by TensorRT 10.8; fp32 graph with the FP16 builder flag on"
+        in (legacy.stdout)
+    )
+    old = run("preflight", out, "--tensorrt", "8.6")
+    assert old.returncode == 1 and "TensorRT 8.6 is too old" in old.stderr
