@@ -58,9 +58,27 @@ def current_device_facts(device_id: int = 0) -> dict:
     return {
         "gpu_name": name.rstrip("\x00"),
         "compute_capability": f"{props.major}.{props.minor}",
+        "nvidia_driver_version": nvidia_driver_version(),
         "cuda_driver_version": format_cuda_version(driver),
         "cuda_runtime_version": format_cuda_version(runtime),
     }
+
+
+def nvidia_driver_version() -> str | None:
+    """The kernel driver's version (e.g. 570.86.15), from nvidia-smi when it is on PATH."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
 
 
 def _parse(trt, builder, logger, graph: Path, plan: BuildPlan):
