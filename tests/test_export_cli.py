@@ -105,11 +105,11 @@ def test_failed_load_keeps_previous_export(tmp_path):
     assert (tmp_path / "model.json").read_text() == "{}"
 
 
-def test_interrupted_export_leaves_nothing_that_looks_complete(checkpoint, tmp_path):
-    (tmp_path / "model.json").write_text("{}")  # a previous export's contract
+def export_stopped_while_tracing(checkpoint: Path, out: Path, signum: int) -> tuple[int, str]:
+    """Start an export, send `signum` once tracing has begun; (exit code, stderr)."""
     env = os.environ | {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        command(checkpoint, "-o", tmp_path, "--onnx-only", "--patch-order", "legacy", "--resolution", "256"),
+        command(checkpoint, "-o", out, "--onnx-only", "--patch-order", "legacy", "--resolution", "256"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -120,11 +120,16 @@ def test_interrupted_export_leaves_nothing_that_looks_complete(checkpoint, tmp_p
     for line in proc.stdout:
         if line.startswith("[2/"):  # tracing has begun
             time.sleep(1.0)
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signum)
             break
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
-    assert "interrupted" in stderr
+    return proc.returncode, stderr
+
+
+def test_interrupted_export_leaves_nothing_that_looks_complete(checkpoint, tmp_path):
+    (tmp_path / "model.json").write_text("{}")  # a previous export's contract
+    returncode, stderr = export_stopped_while_tracing(checkpoint, tmp_path, signal.SIGINT)
+    assert returncode == 130 and "interrupted" in stderr, stderr
     assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["model.onnx"])
 
 
@@ -137,21 +142,8 @@ def test_atomic_output_removes_partial_file_on_error(tmp_path):
 
 
 def test_sigterm_cleans_up_like_ctrl_c(checkpoint, tmp_path):
-    env = os.environ | {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        command(checkpoint, "-o", tmp_path, "--onnx-only", "--patch-order", "legacy", "--resolution", "256"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    for line in proc.stdout:
-        if line.startswith("[2/"):
-            time.sleep(1.0)
-            proc.terminate()
-            break
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted" in stderr
+    returncode, stderr = export_stopped_while_tracing(checkpoint, tmp_path, signal.SIGTERM)
+    assert returncode == 130 and "interrupted" in stderr, stderr
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
 
 
