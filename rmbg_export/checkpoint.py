@@ -12,7 +12,7 @@ from .files import sha256_file
 from .model import BACKBONES, PATCH_ORDERS, BiRefNet, create_model
 from .model.swin import SWIN_CONFIGS
 from .patch_order import patch_order_from_code
-from .sources import resolve_source
+from .sources import ResolvedSource, resolve_source
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 TRAINING_ONLY_PREFIXES = ("decoder.conv_ms_spvn_", "decoder.gdt_convs_pred_")
@@ -133,6 +133,25 @@ def load_into(model: BiRefNet, state: dict[str, torch.Tensor], label: str) -> tu
     return ignored
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint read and normalised, before it meets a model."""
+
+    resolved: ResolvedSource
+    state: dict[str, torch.Tensor]
+    stored_dtype: str
+    backbone: str
+    code_text: str | None  # the model code shipped beside hub weights
+
+
+def read_checkpoint(source: str | Path, revision: str | None = None) -> Checkpoint:
+    resolved = resolve_source(source, revision)
+    raw = read_state_dict(resolved.weights)
+    state = normalise_keys(raw)
+    code_text = resolved.code.read_text(errors="replace") if resolved.code else None
+    return Checkpoint(resolved, state, dominant_float_dtype(raw), infer_backbone(state), code_text)
+
+
 def load_model(
     source: str | Path,
     *,
@@ -141,28 +160,24 @@ def load_model(
     revision: str | None = None,
 ) -> BiRefNet:
     """An eval-mode BiRefNet with the weights of `source`; `model.checkpoint` says what was loaded."""
-    resolved = resolve_source(source, revision)
-    code_text = resolved.code.read_text(errors="replace") if resolved.code else None
-    order, order_origin = resolve_patch_order(patch_order, code_text)
-    raw = read_state_dict(resolved.weights)
-    stored_dtype = dominant_float_dtype(raw)
-    state = normalise_keys(raw)
-    found = infer_backbone(state)
-    if backbone is not None and backbone != found:
+    ckpt = read_checkpoint(source, revision)
+    order, order_origin = resolve_patch_order(patch_order, ckpt.code_text)
+    if backbone is not None and backbone != ckpt.backbone:
         raise ExportError(
-            f"--backbone {backbone} was given, but the checkpoint holds a {found} backbone; drop the option."
+            f"--backbone {backbone} was given, but the checkpoint holds a {ckpt.backbone} backbone; "
+            "drop the option."
         )
-    model = create_model(found, order)
-    ignored = load_into(model, state, resolved.description)
+    model = create_model(ckpt.backbone, order)
+    ignored = load_into(model, ckpt.state, ckpt.resolved.description)
     model.checkpoint = CheckpointInfo(
-        source=resolved.description,
-        origin=resolved.origin,
-        weights_path=str(resolved.weights),
-        sha256=sha256_file(resolved.weights),
-        backbone=found,
+        source=ckpt.resolved.description,
+        origin=ckpt.resolved.origin,
+        weights_path=str(ckpt.resolved.weights),
+        sha256=sha256_file(ckpt.resolved.weights),
+        backbone=ckpt.backbone,
         patch_order=order,
         patch_order_origin=order_origin,
-        stored_dtype=stored_dtype,
+        stored_dtype=ckpt.stored_dtype,
         num_params=sum(p.numel() for p in model.parameters()),
         ignored_missing=ignored,
     )
