@@ -1,7 +1,8 @@
 """The export run: checkpoint -> fp32 ONNX -> (fp16 ONNX) -> (TensorRT engine) -> model.json.
 
 Each stage writes under a temporary name and renames on success; model.json, which the runtime
-requires, is removed first and written last, so an interrupted run never looks complete.
+requires, is removed before the first file in the folder changes and written last, so an
+interrupted run never looks complete (and a run that fails while loading leaves the old export).
 """
 
 from __future__ import annotations
