@@ -88,6 +88,7 @@ class ExportRun:
         verify_stages = options.verify * (1 + self.fp16)
         self.stages = Stages(2 + verify_stages + self.fp16 + (not options.onnx_only), log)
         self.inputs = _verification_inputs(options)
+        self.fp32_outputs: list = []  # the fp32 graph on self.inputs, set by its check
         self.meta: dict = {}
 
     def run(self) -> Path:
@@ -133,7 +134,9 @@ class ExportRun:
             from .onnx.verify import check_fp32_graph
 
             title = "verify fp32 graph against PyTorch in ONNX Runtime"
-            parity = self.stages.run(title, lambda: check_fp32_graph(model, path, self.inputs))
+            parity, self.fp32_outputs = self.stages.run(
+                title, lambda: check_fp32_graph(model, path, self.inputs)
+            )
             self.log(
                 f"      max |diff| {parity.max_abs_diff:.2e}, mean {parity.mean_abs_diff:.2e}, "
                 f"batches {parity.batch_sizes}"
@@ -148,7 +151,9 @@ class ExportRun:
             from .onnx.verify import check_fp16_graph
 
             title = "verify fp16 graph against fp32"
-            agreement = self.stages.run(title, lambda: check_fp16_graph(fp32_path, fp16_path, self.inputs))
+            agreement = self.stages.run(
+                title, lambda: check_fp16_graph(fp16_path, self.inputs, self.fp32_outputs)
+            )
             self.log(
                 f"      mask MAE {agreement.mask_mae:.2e}, max |diff| {agreement.max_abs_diff:.2e}, "
                 f"IoU@0.5 {agreement.iou_at_half:.5f}, finite {agreement.finite}"
@@ -158,10 +163,10 @@ class ExportRun:
     def build_engine(self) -> None:
         from .tensorrt.build import build_engine_stage
 
-        inputs = self.inputs if self.options.verify else None
+        check = (self.inputs, self.fp32_outputs) if self.options.verify else None
         self.meta["engine"] = self.stages.run(
             "build TensorRT engine",
-            lambda: build_engine_stage(self.out, self.meta, self.options, inputs, self.log),
+            lambda: build_engine_stage(self.out, self.meta, self.options, check, self.log),
         )
 
 

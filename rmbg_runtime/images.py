@@ -11,6 +11,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 ImageInput = str | Path | bytes | bytearray | Image.Image | np.ndarray
 
+EXIF_ORIENTATION = 0x0112
 DEFAULT_MAX_PIXELS = 100_000_000  # a 10000x10000 photo; guards against decompression bombs
 
 
@@ -43,7 +44,8 @@ def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
         )
     try:
         image.load()
-        image = ImageOps.exif_transpose(image)
+        if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # exif_transpose copies even when upright
+            image = ImageOps.exif_transpose(image)
         return to_rgb(image)
     except (OSError, ValueError, SyntaxError) as err:
         raise ImageError(f"{name} could not be decoded ({err}); the file is truncated or damaged.") from None

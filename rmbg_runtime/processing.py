@@ -19,7 +19,8 @@ def preprocess(
     std: np.ndarray = IMAGENET_STD,
 ) -> np.ndarray:
     """float32 (3, H, W): Pillow bilinear resize to `size` (aspect not kept), /255, normalise."""
-    resized = image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+    rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() copies even RGB
+    resized = rgb.resize(size, Image.Resampling.BILINEAR)
     pixels = np.asarray(resized, dtype=np.float32) / np.float32(255)  # as ToTensor: divide, not multiply
     normalised = (pixels - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(normalised.transpose(2, 0, 1))

@@ -79,16 +79,23 @@ def mask_agreement(reference: np.ndarray, candidate: np.ndarray) -> MaskAgreemen
     return MaskAgreement(float(diff.mean()), float(diff.max()), iou, finite)
 
 
-def check_fp32_graph(model, onnx_path: Path, inputs: list[np.ndarray]) -> Fp32Parity:
-    """Our PyTorch model (sigmoid of its logits) against the graph in ONNX Runtime CPU."""
+def run_graph(onnx_path: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """The graph's output for each input batch, in ONNX Runtime CPU."""
+    session = ort_session(onnx_path)
+    name = session.get_inputs()[0].name
+    return [session.run(None, {name: batch})[0] for batch in inputs]
+
+
+def check_fp32_graph(model, onnx_path: Path, inputs: list[np.ndarray]) -> tuple[Fp32Parity, list[np.ndarray]]:
+    """Our PyTorch model (sigmoid of its logits) against the graph in ONNX Runtime CPU. Also returns
+    the graph's outputs: the reference of every later check (fp16 graph, engine)."""
     import torch
 
     with torch.inference_mode():  # all references first: PyTorch's activations are gone before ORT runs
         references = [torch.sigmoid(model(torch.from_numpy(batch))).numpy() for batch in inputs]
-    session = ort_session(onnx_path)
+    outputs = run_graph(onnx_path, inputs)
     diffs = []
-    for batch, expected in zip(inputs, references, strict=True):
-        got = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    for batch, expected, got in zip(inputs, references, outputs, strict=True):
         if got.shape != expected.shape:
             raise ExportError(
                 f"the ONNX graph returned {got.shape} for input {batch.shape}; expected {expected.shape}."
@@ -102,18 +109,15 @@ def check_fp32_graph(model, onnx_path: Path, inputs: list[np.ndarray]) -> Fp32Pa
             f"{parity.mean_abs_diff:.2e}; limits {FP32_MAX_DIFF:.0e} / {FP32_MEAN_DIFF:.0e}); "
             "please report it with the command line, or try --deform-conv grid_sample."
         )
-    return parity
+    return parity, outputs
 
 
 def check_fp16_graph(
-    fp32_path: Path, fp16_path: Path, inputs: list[np.ndarray], max_mae: float = FP16_MAX_MAE
-):
-    """The mixed-precision graph against the fp32 graph, both in ONNX Runtime CPU."""
-    reference, candidate = ort_session(fp32_path), ort_session(fp16_path)
-    name = reference.get_inputs()[0].name
-    ref = np.concatenate([reference.run(None, {name: b})[0] for b in inputs])
-    got = np.concatenate([candidate.run(None, {name: b})[0] for b in inputs])
-    agreement = mask_agreement(ref, got)
+    fp16_path: Path, inputs: list[np.ndarray], fp32_outputs: list[np.ndarray], max_mae: float = FP16_MAX_MAE
+) -> MaskAgreement:
+    """The mixed-precision graph in ONNX Runtime CPU against the fp32 graph's outputs."""
+    got = np.concatenate(run_graph(fp16_path, inputs))
+    agreement = mask_agreement(np.concatenate(fp32_outputs), got)
     if not agreement.finite:
         raise ExportError("the fp16 graph produced NaN or Inf; export with --precision fp32 and report it.")
     if agreement.mask_mae > max_mae:

@@ -120,8 +120,10 @@ def _config(trt, builder, network, plan: BuildPlan, options, height: int, width:
     return config, profile, monitor
 
 
-def build_engine_stage(out: Path, meta: dict, options, inputs, log: Callable[[str], None]) -> dict:
-    """Build out/model.engine; returns the facts recorded under model.json's "engine"."""
+def build_engine_stage(out: Path, meta: dict, options, check, log: Callable[[str], None]) -> dict:
+    """Build out/model.engine; returns the facts recorded under model.json's "engine".
+
+    `check`: (input batches, the fp32 graph's outputs on them) to verify the engine, or None."""
     import onnx
     import tensorrt as trt
 
@@ -171,25 +173,22 @@ def build_engine_stage(out: Path, meta: dict, options, inputs, log: Callable[[st
         "workspace_gib": options.engine.get("workspace_gib"),
         "build_seconds": round(build_seconds, 1),
     }
-    if inputs is not None:
-        facts["parity"] = verify_engine(out, meta | {"engine": facts}, inputs, log)
+    if check is not None:
+        facts["parity"] = verify_engine(out, meta | {"engine": facts}, *check, log)
     return facts
 
 
-def verify_engine(out: Path, meta: dict, inputs, log: Callable[[str], None]) -> dict:
-    """The engine through the runtime's own TensorRT backend against the fp32 graph in ONNX Runtime."""
+def verify_engine(out: Path, meta: dict, inputs, fp32_outputs, log: Callable[[str], None]) -> dict:
+    """The engine through the runtime's own TensorRT backend against the fp32 graph's outputs."""
     import numpy as np
 
     from rmbg_runtime.backends.tensorrt import TensorRTBackend
     from rmbg_runtime.metadata import spec_from_dict
 
-    from ..onnx.verify import mask_agreement, ort_session
+    from ..onnx.verify import mask_agreement
 
-    spec = spec_from_dict(out, meta)
-    backend = TensorRTBackend(spec)
-    session = ort_session(out / FP32_GRAPH_NAME)
-    name = session.get_inputs()[0].name
-    reference = np.concatenate([session.run(None, {name: b})[0] for b in inputs])
+    backend = TensorRTBackend(spec_from_dict(out, meta))
+    reference = np.concatenate(fp32_outputs)
     engine = np.concatenate([backend.run(b) for b in inputs])
     backend.close()
     agreement = mask_agreement(reference, engine)
