@@ -85,8 +85,10 @@ def infer_backbone(state: dict[str, torch.Tensor]) -> str:
     )
 
 
-def resolve_patch_order(requested: str | None, code_text: str | None) -> tuple[str, str]:
-    """(patch order, where it came from)."""
+def resolve_patch_order(
+    requested: str | None, code_text: str | None, code_name: str = "birefnet.py"
+) -> tuple[str, str]:
+    """(patch order, where it came from). `code_name` names the code file in messages."""
     from_code = patch_order_from_code(code_text) if code_text else None
     if requested is not None:
         if requested not in PATCH_ORDERS:
@@ -95,9 +97,14 @@ def resolve_patch_order(requested: str | None, code_text: str | None) -> tuple[s
         return requested, "argument" + note
     if from_code:
         return from_code, "code file"
+    why = (
+        f"{code_name} beside the weights matches neither or both known patch-code forms"
+        if code_text
+        else "no birefnet.py beside the weights"
+    )
     raise ExportError(
-        "the patch order cannot be told from this source (no birefnet.py beside the weights); pass "
-        "--patch-order legacy for RMBG-2.0 and checkpoints trained before Nov 2024, einops for later ones."
+        f"the patch order cannot be told from this source ({why}); pass --patch-order legacy for "
+        "RMBG-2.0 and checkpoints trained before Nov 2024, einops for later ones."
     )
 
 
@@ -143,6 +150,10 @@ class Checkpoint:
     backbone: str
     code_text: str | None  # the model code shipped beside hub weights
 
+    @property
+    def code_name(self) -> str:
+        return str(self.resolved.code) if self.resolved.code else "birefnet.py"
+
 
 def read_checkpoint(source: str | Path, revision: str | None = None) -> Checkpoint:
     resolved = resolve_source(source, revision)
@@ -161,7 +172,7 @@ def load_model(
 ) -> BiRefNet:
     """An eval-mode BiRefNet with the weights of `source`; `model.checkpoint` says what was loaded."""
     ckpt = read_checkpoint(source, revision)
-    order, order_origin = resolve_patch_order(patch_order, ckpt.code_text)
+    order, order_origin = resolve_patch_order(patch_order, ckpt.code_text, ckpt.code_name)
     if backbone is not None and backbone != ckpt.backbone:
         raise ExportError(
             f"--backbone {backbone} was given, but the checkpoint holds a {ckpt.backbone} backbone; "

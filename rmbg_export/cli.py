@@ -167,3 +167,11 @@ def main() -> None:
     except ExportError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(1)
+    except OSError as err:  # a full disk, a read-only folder, a name taken by a folder
+        where = f" {err.filename}" if err.filename else ""
+        click.echo(
+            f"error: cannot write{where} ({err.strerror or err}); free space or fix the output folder, "
+            "then run the export again.",
+            err=True,
+        )
+        sys.exit(1)

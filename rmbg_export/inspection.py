@@ -12,9 +12,10 @@ def inspect_checkpoint(source: str, *, patch_order: str | None = None, revision:
     """(field, value) rows; a checkpoint that does not load strictly is reported, not raised."""
     ckpt = read_checkpoint(source, revision)
     try:
-        order, order_origin = resolve_patch_order(patch_order, ckpt.code_text)
+        order, order_origin = resolve_patch_order(patch_order, ckpt.code_text, ckpt.code_name)
     except ExportError:
-        order, order_origin = None, "unknown: no code file beside the weights (pass --patch-order)"
+        what = "the code file is ambiguous" if ckpt.code_text else "no code file beside the weights"
+        order, order_origin = None, f"unknown: {what} (pass --patch-order)"
     model = create_model(ckpt.backbone, order or "legacy")  # the order changes no parameter
     try:
         ignored = load_into(model, ckpt.state, ckpt.resolved.description)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import io
 import os
 import signal
 import sys
@@ -13,9 +12,9 @@ from pathlib import Path
 
 from .errors import RmbgError
 from .images import DEFAULT_MAX_PIXELS
+from .pipeline import DEFAULT_PNG_COMPRESS_LEVEL, FORMATS, OutputOptions
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif"}
-FORMATS = ("png", "webp")
 
 
 @dataclass(frozen=True)
@@ -65,15 +64,6 @@ def plan_jobs(inputs: list[str], output: str, fmt: str) -> list[Job]:
     if single_file and out.suffix.lower() in (".png", ".webp"):
         return [Job(files[0][0], out)]
     return [Job(src, out / rel.with_suffix(f".{fmt}")) for src, rel in files]
-
-
-def encode(image, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    if fmt == "webp":
-        image.save(buffer, "WEBP", lossless=True, exact=True)  # exact: keep colours under alpha 0
-    else:
-        image.save(buffer, "PNG", optimize=False, compress_level=6)
-    return buffer.getvalue()
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -163,6 +153,14 @@ def build_cli():
         show_default=True,
         help="Refuse larger images (decompression-bomb guard).",
     )
+    @click.option("--threads", type=int, default=None, help="Threads for decoding and encoding.")
+    @click.option(
+        "--png-compress-level",
+        type=click.IntRange(0, 9),
+        default=DEFAULT_PNG_COMPRESS_LEVEL,
+        show_default=True,
+        help="zlib level for PNG output: 1 is fast, 9 is small.",
+    )
     @click.option("--quiet", is_flag=True, help="No progress line.")
     def remove(
         inputs,
@@ -175,56 +173,120 @@ def build_cli():
         skip_existing,
         backend,
         max_pixels,
+        threads,
+        png_compress_level,
         quiet,
     ) -> None:
         """Remove the background of INPUTS (files, folders, globs, or - for standard input)."""
-        from .remover import Remover, parse_color
+        from .remover import parse_color
 
-        if background is not None:
-            parse_color(background)  # a bad colour fails before the model loads
+        color = parse_color(background) if background is not None else None  # fails before loading
         jobs = plan_jobs(list(inputs), output, fmt)
+        if len(jobs) == 1 and jobs[0].target is not None:
+            fmt = _format_of(jobs[0].target, fmt)
         if skip_existing:
             jobs = [j for j in jobs if j.target is None or not j.target.exists()]
-        remover = Remover(model_dir, backend, max_pixels=max_pixels)
-        step = max(1, min(batch_size or remover.backend.max_batch, 64))
-        progress = Progress(len(jobs), enabled=not quiet and len(jobs) > 1)
-        failures = 0
-        for start in range(0, len(jobs), step):
-            failures += _process(remover, jobs[start : start + step], mask_only, background, fmt, progress)
-        progress.finish()
+        options = OutputOptions(mask_only, color, fmt, png_compress_level)
+        pipeline = open_pipeline(model_dir, backend, batch_size, threads, max_pixels)
+        try:
+            failures = _run_jobs(pipeline, jobs, options, Progress(len(jobs), not quiet and len(jobs) > 1))
+        finally:
+            pipeline.close()
         if failures:
             click.echo(f"{failures} of {len(jobs)} images failed.", err=True)
             sys.exit(1)
 
+    _add_serve(cli, click)
     return cli
 
 
-def _process(remover, jobs: list[Job], mask_only: bool, background, fmt: str, progress: Progress) -> int:
-    """Run one batch; a failing image is reported and the rest continue. Returns the failures."""
-    images, ready = [], []
-    for job in jobs:
-        try:
-            source = sys.stdin.buffer.read() if job.source is None else job.source
-            images.append(remover.load(source))
-            ready.append(job)
-        except RmbgError as err:
-            sys.stderr.write(f"\nerror: {err}\n")
-    failed = len(jobs) - len(ready)
-    if ready:
-        results = remover.remove_backgrounds(images, background=background, mask_only=mask_only)
-        for job, result in zip(ready, results, strict=True):
+def open_pipeline(model_dir, backend: str, batch_size: int | None, threads: int | None, max_pixels: int):
+    from .backends import open_backend
+    from .metadata import read_model_spec
+    from .pipeline import Pipeline
+
+    spec = read_model_spec(model_dir)
+    opened = open_backend(spec, backend, threads=threads)
+    max_batch = max(1, min(batch_size or opened.max_batch, opened.max_batch))
+    return Pipeline(spec, opened, max_batch=max_batch, threads=threads, max_pixels=max_pixels)
+
+
+def _run_jobs(pipeline, jobs: list[Job], options: OutputOptions, progress: Progress) -> int:
+    """Every job through the staged pipeline; outputs are written here, in the main thread, so an
+    interrupt always unwinds through the write that removes its partial file. Returns failures."""
+    sources = (sys.stdin.buffer.read() if job.source is None else job.source for job in jobs)
+    failures = 0
+    for job, result in zip(jobs, pipeline.map(sources, options), strict=True):
+        failed = 0
+        if isinstance(result, RmbgError):
+            sys.stderr.write(f"\nerror: {result}\n")
+            failed = 1
+        elif job.target is None:
+            sys.stdout.buffer.write(result.data)
+            sys.stdout.buffer.flush()
+        else:
             try:
-                data = encode(result, fmt if job.target is None else _format_of(job.target, fmt))
-                if job.target is None:
-                    sys.stdout.buffer.write(data)
-                    sys.stdout.buffer.flush()
-                else:
-                    write_atomically(job.target, data)
+                write_atomically(job.target, result.data)
             except OSError as err:
                 sys.stderr.write(f"\nerror: cannot write {job.target}: {err.strerror or err}\n")
-                failed += 1
-    progress.update(len(jobs), failed)
-    return failed
+                failed = 1
+        failures += failed
+        progress.update(1, failed)
+    progress.finish()
+    return failures
+
+
+def _add_serve(cli, click) -> None:
+    from .server.settings import ServerSettings
+
+    defaults = ServerSettings(model_dir="")
+
+    @cli.command()
+    @click.option("-m", "--model", "model_dir", required=True, type=click.Path(file_okay=False))
+    @click.option("--host", default=defaults.host, show_default=True, help="Address to bind.")
+    @click.option("--port", type=click.IntRange(0, 65535), default=defaults.port, show_default=True)
+    @click.option("--backend", default=defaults.backend, show_default=True)
+    @click.option("--device-id", type=int, default=defaults.device_id, show_default=True)
+    @click.option("--max-batch", type=click.IntRange(min=1), help="Images per backend call [export's max].")
+    @click.option(
+        "--max-delay-ms",
+        type=click.FloatRange(min=0),
+        default=defaults.max_delay_ms,
+        show_default=True,
+        help="How long a batch waits to fill.",
+    )
+    @click.option(
+        "--max-queue",
+        type=click.IntRange(min=1),
+        default=defaults.max_queue,
+        show_default=True,
+        help="Images waiting for inference; more get 503.",
+    )
+    @click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=defaults.max_body_mb,
+                  show_default=True, help="Larger request bodies get 413.")  # fmt: skip
+    @click.option("--max-pixels", type=click.IntRange(min=1), default=defaults.max_pixels, show_default=True)
+    @click.option("--threads", type=click.IntRange(min=1), help="Threads for the CPU stages [min(8, cores)].")
+    @click.option("--timeout-s", type=click.FloatRange(min=0, min_open=True), default=defaults.timeout_s,
+                  show_default=True, help="Requests not done by then get 504.")  # fmt: skip
+    @click.option("--png-compress-level", type=click.IntRange(0, 9), default=defaults.png_compress_level,
+                  show_default=True)  # fmt: skip
+    @click.option(
+        "--log-level",
+        type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+        default=defaults.log_level,
+        show_default=True,
+    )
+    def serve(**kwargs) -> None:
+        """Serve the model over HTTP: POST /v1/remove, rembg's POST /api/remove, /healthz, /readyz,
+        /metrics, /v1/model and /docs. Needs the serve extra: pip install 'rmbg-toolkit[serve]'."""
+        try:
+            from .server.run import serve as run_server
+        except ImportError as err:
+            raise RmbgError(
+                f"rmbg serve needs the serve extra ({err.name} is missing); "
+                "pip install 'rmbg-toolkit[serve]'."
+            ) from None
+        run_server(ServerSettings(**kwargs))
 
 
 def _format_of(path: Path, default: str) -> str:
@@ -238,20 +300,16 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     cli = build_cli()
+    import click
+
     try:
         cli.main(standalone_mode=False)
     except RmbgError as err:
         sys.stderr.write(f"error: {err}\n")
         sys.exit(1)
-    except KeyboardInterrupt:
-        sys.stderr.write("\ninterrupted\n")
+    except (KeyboardInterrupt, click.exceptions.Abort):  # click turns Ctrl-C into Abort
+        sys.stderr.write("\ninterrupted; no output file was left half-written\n")
         sys.exit(130)
-    except Exception as err:  # click's own usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+    except click.ClickException as err:  # usage errors
+        err.show()
+        sys.exit(err.exit_code)

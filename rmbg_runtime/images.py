@@ -31,17 +31,11 @@ def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
 
     name = describe(source)
     if isinstance(source, np.ndarray):
+        if source.ndim >= 2:
+            _check_pixels(name, source.shape[1], source.shape[0], max_pixels)
         return _from_array(source, name)
-    if isinstance(source, Image.Image):
-        image = source
-    else:
-        image = _open(source, name)
-    width, height = image.size
-    if width * height > max_pixels:
-        raise ImageError(
-            f"{name} has {width}x{height} pixels, over the limit of {max_pixels:,}; raise max_pixels "
-            "if the image is trusted."
-        )
+    image = source if isinstance(source, Image.Image) else _open(source, name)
+    _check_pixels(name, *image.size, max_pixels)
     try:
         image.load()
         if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # exif_transpose copies even when upright
@@ -49,6 +43,16 @@ def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
         return to_rgb(image)
     except (OSError, ValueError, SyntaxError) as err:
         raise ImageError(f"{name} could not be decoded ({err}); the file is truncated or damaged.") from None
+
+
+def _check_pixels(name: str, width: int, height: int, max_pixels: int) -> None:
+    from .errors import ImageError
+
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{name} has {width}x{height} pixels, over the limit of {max_pixels:,}; raise max_pixels "
+            "if the image is trusted."
+        )
 
 
 def _open(source, name: str) -> Image.Image:

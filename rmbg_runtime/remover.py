@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageColor
 
-from .backends import open_backend
+from .backends import Backend, open_backend
 from .errors import RmbgError
 from .images import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from .metadata import read_model_spec
@@ -38,17 +38,20 @@ class Remover:
     def __init__(
         self,
         model_dir: str | Path,
-        backend: str = "auto",
+        backend: str | Backend = "auto",
         *,
         device_id: int = 0,
         threads: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         verify_files: bool = True,
     ) -> None:
+        """`backend`: a name (see `rmbg_runtime.backends.BACKENDS`) or an already open backend."""
         self.spec = read_model_spec(model_dir)
-        self.backend = open_backend(
-            self.spec, backend, device_id=device_id, threads=threads, verify_files=verify_files
-        )
+        if isinstance(backend, str):
+            backend = open_backend(
+                self.spec, backend, device_id=device_id, threads=threads, verify_files=verify_files
+            )
+        self.backend = backend
         self.max_pixels = max_pixels
         self._lock = threading.Lock()
 

@@ -292,3 +292,18 @@ def test_inspect_reports_unknown_order_without_failing(safetensors_file):
     assert rows["backbone"] == "swin_v1_t"
     assert rows["patch order"].startswith("? (unknown")
     assert rows["loads strictly"] == "yes"
+
+
+def test_code_file_matching_both_forms_gives_no_guess(safetensors_file, tmp_path):
+    from rmbg_export.patch_order import patch_order_from_code
+
+    both = LEGACY_CODE + EINOPS_CODE
+    assert patch_order_from_code(both) is None
+    assert patch_order_from_code("def forward(self, x):\n    return x\n") is None
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    (folder / "model.safetensors").symlink_to(safetensors_file)
+    (folder / "birefnet.py").write_text(both)
+    with pytest.raises(ExportError, match=r"birefnet\.py beside the weights matches neither or both"):
+        load_model(folder)
+    assert load_model(folder, patch_order="einops").checkpoint.patch_order == "einops"

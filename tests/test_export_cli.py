@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import onnx
 import pytest
 from conftest import fixture_model
 from safetensors.torch import save_file
@@ -72,6 +73,20 @@ def test_onnx_only_export_writes_graphs_and_contract(onnx_export):
     assert meta["parity"]["fp32_onnx_vs_torch"]["batch_sizes"] == [1, 2]
     assert meta["parity"]["fp16_onnx_vs_fp32_onnx"]["mask_mae"] <= 2e-3
     assert "[5/5] verify fp16 graph against fp32: done in" in result.stdout
+    inp, output = meta["input"], meta["output"]
+    assert (inp["name"], output["name"]) == ("image", "mask")
+    assert inp["layout"] == output["layout"] == "NCHW" and inp["dtype"] == output["dtype"] == "float32"
+    assert inp["mean"] == [0.485, 0.456, 0.406] and inp["std"] == [0.229, 0.224, 0.225]
+    assert meta["onnx"]["opset"] == 19
+
+
+def test_contract_names_the_checkpoint(onnx_export, checkpoint):
+    meta = json.loads((onnx_export[0] / "model.json").read_text())
+    assert meta["model"]["checkpoint_sha256"] == sha256_file(checkpoint)
+    graph = onnx.load(str(onnx_export[0] / "model.onnx"), load_external_data=False)
+    assert graph.graph.input[0].name == meta["input"]["name"]
+    assert graph.graph.output[0].name == meta["output"]["name"]
+    assert graph.opset_import[0].version == meta["onnx"]["opset"]
 
 
 def test_full_export_without_tensorrt_fails_clearly(checkpoint, tmp_path):
@@ -159,3 +174,36 @@ def test_preflight_command_on_an_export(onnx_export):
     )
     old = run("preflight", out, "--tensorrt", "8.6")
     assert old.returncode == 1 and "TensorRT 8.6 is too old" in old.stderr
+
+
+def test_interrupt_while_a_partial_file_exists(checkpoint, tmp_path):
+    """The fp16 graph's temporary file is a FIFO, so the export blocks in its write with the partial
+    file in place; SIGTERM then must remove it and leave no model.json."""
+    env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen(
+        command(checkpoint, "-o", tmp_path, "--onnx-only", "--patch-order", "legacy", "--resolution", "64"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    fifo = tmp_path / f".model_fp16.onnx.partial-{proc.pid}"  # the name atomic_output picks
+    os.mkfifo(fifo)
+    wchan = Path(f"/proc/{proc.pid}/wchan")
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline and wchan.read_text() != "wait_for_partner":
+        time.sleep(0.05)
+    assert proc.poll() is None, "the export ended before it reached the fp16 write"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in stderr, stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_failed_write_is_one_sentence_and_leaves_no_contract(checkpoint, tmp_path):
+    (tmp_path / "model.json").write_text("{}")  # a previous export's contract: it must go
+    (tmp_path / "model_fp16.onnx").mkdir()  # the rename onto this name fails
+    result = run(checkpoint, "-o", tmp_path, "--onnx-only", "--patch-order", "legacy", "--resolution", "64")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: cannot write") and "model_fp16.onnx" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model_fp16.onnx"]

@@ -125,3 +125,88 @@ def test_mixed_precision_is_finite_and_close_to_fp32(fp16_pair):
     print(f"fp16 vs fp32: MAE {agreement.mask_mae:.2e}, IoU {agreement.iou_at_half:.5f}")
     assert agreement.finite and agreement.mask_mae <= 2e-3
     assert nonfinite_tensors(fp16_pair[1], images[:1]) == []
+
+
+def sampling_coordinate_nodes(graph: onnx.GraphProto, types: dict[str, int]) -> list[onnx.NodeProto]:
+    """Every node between an offset convolution and a GridSample's grid input, found by walking the
+    graph backwards (independent of the selection that onnx/fp16.py makes)."""
+    producers = {out: node for node in graph.node for out in node.output}
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    seen: dict[str, onnx.NodeProto] = {}
+    frontier = [node.input[1] for node in graph.node if node.op_type == "GridSample"]
+    while frontier:
+        node = producers.get(frontier.pop())
+        if node is None or node.name in seen or node.op_type in ("Constant", "Conv"):
+            continue
+        seen[node.name] = node
+        frontier += [name for name in node.input if types.get(name) in floats]
+    return list(seen.values())
+
+
+def test_deform_sampling_coordinates_compute_in_fp32(fp16_pair):
+    """At 1024 input the coordinates reach ~263 px, where fp16 steps are 1/8-1/4 px: every node from
+    the offset conv's output to GridSample's grid must be fp32; the only fp16 -> fp32 step allowed is
+    the Cast right after the offset convolution."""
+    model = onnx.load(str(fp16_pair[1]))
+    types = value_types(model)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    chain = sampling_coordinate_nodes(model.graph, types)
+    assert len(chain) >= 20 * 5, len(chain)  # several arithmetic steps per deformable conv
+    for node in chain:
+        float_outputs = [o for o in node.output if types.get(o) != onnx.TensorProto.INT64]
+        assert all(types[o] == onnx.TensorProto.FLOAT for o in float_outputs), node.name
+        if node.op_type == "Cast" and types.get(node.input[0]) == onnx.TensorProto.FLOAT16:
+            assert producers[node.input[0]].op_type == "Conv", f"{node.name} casts fp16 arithmetic"
+
+
+def test_native_deform_conv_inputs_are_fp32(export_graph):
+    model = onnx.load(str(export_graph("swin_v1_t_legacy_b1_512x512", "native", 256, 256, fp16=True)))
+    types = value_types(model)
+    deform = [node for node in model.graph.node if node.op_type == "DeformConv"]
+    assert len(deform) == 20
+    for node in deform:
+        assert {types[name] for name in node.input if name} == {onnx.TensorProto.FLOAT}, node.name
+
+
+def overflowing_graph(path) -> None:
+    """y = sigmoid(x*1e5 - x*1e5): zero in fp32, NaN in fp16 (x*1e5 overflows to inf, inf - inf)."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Mul", ["x", "k"], ["big"], name="scale"),
+        helper.make_node("Sub", ["big", "big"], ["zero"], name="difference"),
+        helper.make_node("Sigmoid", ["zero"], ["y"], name="sigmoid"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "overflow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 4, 4])],
+        [helper.make_tensor("k", TensorProto.FLOAT, [], [1e5])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
+
+
+def test_fp16_graph_producing_nan_fails_the_export_check(tmp_path):
+    from rmbg_export.errors import ExportError
+    from rmbg_export.onnx.fp16 import to_mixed_precision
+    from rmbg_export.onnx.verify import check_fp16_graph, run_graph
+
+    fp32_path, fp16_path = tmp_path / "fp32.onnx", tmp_path / "fp16.onnx"
+    overflowing_graph(fp32_path)
+    onnx.save(to_mixed_precision(onnx.load(str(fp32_path))), str(fp16_path))
+    inputs = [np.full((1, 3, 4, 4), 2.0, np.float32)]
+    reference = run_graph(fp32_path, inputs)
+    assert np.all(reference[0] == 0.5)  # the fp32 graph is fine
+    with pytest.raises(ExportError, match="the fp16 graph produced NaN or Inf"):
+        check_fp16_graph(fp16_path, inputs, reference)
+
+
+def test_nan_mask_never_agrees():
+    empty = np.zeros((1, 1, 8, 8), np.float32)
+    agreement = mask_agreement(empty, np.full_like(empty, np.nan))
+    assert not agreement.finite and agreement.iou_at_half == 0.0
+    partly = empty.copy()
+    partly[..., :2, :] = np.nan
+    assert mask_agreement(empty, partly).iou_at_half == 0.0
+    assert mask_agreement(empty, empty).iou_at_half == 1.0

@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,22 @@ from rmbg_runtime import BackendUnavailable, ImageError, ModelError, Remover, po
 from rmbg_runtime.errors import RmbgError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def gpu_software_here() -> str | None:
+    """Why the CPU-only backend-choice tests cannot hold on this machine, or None."""
+    import importlib.util
+
+    import onnxruntime
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        return "TensorRT is installed here"
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return "onnxruntime-gpu is installed here"
+    return None
+
+
+cpu_only = pytest.mark.skipif(gpu_software_here() is not None, reason=f"{gpu_software_here()}")
 
 
 def photo(width: int, height: int, seed: int) -> Image.Image:
@@ -45,6 +64,7 @@ def model_card_alpha(image: Image.Image) -> np.ndarray:
     return postprocess(prob, image.size)
 
 
+@cpu_only
 def test_auto_picks_onnxruntime_cpu_here(exported_model_dir):
     assert Remover(exported_model_dir).backend_name == "onnxruntime-cpu (fp32 graph)"
 
@@ -99,7 +119,51 @@ def test_bad_input_names_it(remover):
         remover.predict_mask(b"this is not a png image")
 
 
-def test_thread_safe(remover):
+class RecordingBackend:
+    """A backend that records each call's batch size and whether two calls ever overlapped (the
+    situation a TensorRT context and its buffers cannot survive)."""
+
+    def __init__(self, max_batch: int, size: tuple[int, int] = (256, 256), seconds: float = 0.02) -> None:
+        self.name, self.max_batch = "recording", max_batch
+        self.size, self.seconds = size, seconds
+        self.sizes: list[int] = []
+        self.active = self.most_active = 0
+        self._count = threading.Lock()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        with self._count:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+        time.sleep(self.seconds)  # a real call takes time; overlapping callers would meet here
+        with self._count:
+            self.active -= 1
+            self.sizes.append(batch.shape[0])
+        return np.full((batch.shape[0], 1, *self.size), 0.75, np.float32)
+
+
+def test_backend_calls_are_serialised_across_threads(exported_model_dir):
+    backend = RecordingBackend(max_batch=2)
+    remover = Remover(exported_model_dir, backend=backend)
+    images = [photo(40, 30, seed=40 + i) for i in range(3)]
+    threads = [threading.Thread(target=remover.predict_masks, args=(images,)) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(backend.sizes) == 12  # 6 threads x (2 + 1)
+    assert backend.most_active == 1
+
+
+def test_batches_respect_the_backends_max_batch(exported_model_dir):
+    backend = RecordingBackend(max_batch=2, seconds=0)
+    remover = Remover(exported_model_dir, backend=backend)
+    masks = remover.predict_masks([photo(30 + i, 20, seed=50 + i) for i in range(5)])
+    assert backend.sizes == [2, 2, 1]
+    assert [m.shape for m in masks] == [(20, 30 + i) for i in range(5)]
+    assert all(np.allclose(m, 0.75, atol=1e-6) for m in masks)
+
+
+def test_thread_safe_results(remover):
     images = [photo(70, 70, seed=20 + i) for i in range(4)]
     expected = [remover.predict_mask(im) for im in images]
     results: dict[int, np.ndarray] = {}
@@ -116,6 +180,7 @@ def test_thread_safe(remover):
         np.testing.assert_array_equal(results[i], expected[i])
 
 
+@cpu_only
 def test_gpu_backends_are_errors_not_fallbacks(exported_model_dir):
     with pytest.raises(BackendUnavailable, match="no CUDA provider"):
         Remover(exported_model_dir, backend="onnxruntime-cuda")
@@ -166,9 +231,12 @@ def test_runtime_runs_where_torch_cannot_be_imported(exported_model_dir, tmp_pat
 # ---- the rmbg command ----------------------------------------------------------------------------
 
 
+RMBG = [sys.executable, "-c", "from rmbg_runtime.cli import main; main()"]
+
+
 def rmbg(*args, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", "from rmbg_runtime.cli import main; main()", *map(str, args)],
+        [*RMBG, *map(str, args)],
         capture_output=True,
         input=stdin,
         cwd=REPO_ROOT,
@@ -253,3 +321,60 @@ def test_cli_clear_errors(exported_model_dir, photo_tree, tmp_path):
     no_match = rmbg("remove", f"{tmp_path}/*.jpg", "-m", exported_model_dir, "-o", tmp_path / "o")
     assert no_match.returncode == 1 and b"matches no file" in no_match.stderr
     assert b"Traceback" not in missing_model.stderr + no_match.stderr
+
+
+def test_cli_usage_errors_and_unknown_backend(exported_model_dir, photo_tree, tmp_path):
+    one = (photo_tree / "a.jpg", "-m", exported_model_dir)
+    no_output = rmbg("remove", *one)
+    assert no_output.returncode == 2 and b"Missing option" in no_output.stderr
+    bad_format = rmbg("remove", *one, "-o", tmp_path, "--format", "gif")
+    assert bad_format.returncode == 2 and b"'gif' is not one of" in bad_format.stderr
+    unknown = rmbg("remove", *one, "-o", tmp_path, "--backend", "gpu")
+    assert unknown.returncode == 1 and b"backend 'gpu' is unknown" in unknown.stderr
+    for result in (no_output, bad_format, unknown):
+        assert b"Traceback" not in result.stderr
+
+
+def wait_until_blocked_on_fifo(proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the process waits in open() for a FIFO's reader (Linux: wchan 'wait_for_partner')."""
+    wchan = Path(f"/proc/{proc.pid}/wchan")
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if wchan.read_text().strip() == "wait_for_partner":
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the process never blocked on the FIFO (exit code {proc.poll()})")
+
+
+def stop_cli_while_writing(exported_model_dir, source: Path, out: Path, signum: int):
+    """Start `rmbg remove`, make its output's temporary file a FIFO so that the write blocks with the
+    partial file in place, then send `signum`. Returns (exit code, stderr, the FIFO's path)."""
+    proc = subprocess.Popen(
+        [*RMBG, "remove", str(source), "-m", str(exported_model_dir), "-o", str(out), "--quiet"],
+        stderr=subprocess.PIPE,
+        cwd=REPO_ROOT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    out.mkdir()
+    fifo = out / f".{source.stem}.png.partial-{proc.pid}"  # the name write_atomically picks
+    os.mkfifo(fifo)
+    wait_until_blocked_on_fifo(proc)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    return proc.returncode, stderr.decode(), fifo
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_cli_interrupted_while_writing_leaves_no_partial(exported_model_dir, photo_tree, tmp_path, signum):
+    out = tmp_path / "out"
+    returncode, stderr, fifo = stop_cli_while_writing(exported_model_dir, photo_tree / "a.jpg", out, signum)
+    assert returncode == 130 and "interrupted" in stderr, stderr
+    assert not fifo.exists() and list(out.iterdir()) == []
+
+
+def test_cli_failed_write_is_reported_and_leaves_nothing(exported_model_dir, photo_tree, tmp_path):
+    out = tmp_path / "out"
+    (out / "a.png").mkdir(parents=True)  # the target name is taken by a folder: the rename fails
+    result = rmbg("remove", photo_tree / "a.jpg", "-m", exported_model_dir, "-o", out)
+    assert result.returncode == 1 and b"cannot write" in result.stderr and b"Traceback" not in result.stderr
+    assert [p.name for p in out.iterdir()] == ["a.png"] and (out / "a.png").is_dir()

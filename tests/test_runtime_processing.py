@@ -47,6 +47,7 @@ def test_postprocess_matches_model_card():
     assert mask.shape == tuple(fx["mask_shape"]) and mask.dtype == np.uint8
     assert np.abs(mask[::7, ::7].astype(int) - np.asarray(fx["strided_s7"])).max() <= 1
     assert abs(mask.mean() - fx["mask_mean"]) < 0.01
+    assert hashlib.sha256(mask.tobytes()).hexdigest() == fx["mask_sha256"]  # byte-exact
 
 
 def test_import_leaves_torch_out():
@@ -92,12 +93,43 @@ def test_sixteen_bit_png_file_is_rescaled(tmp_path):
     assert load_image(path).getpixel((0, 0)) == (156, 156, 156)  # 40000 / 257 = 155.6
 
 
-def test_exif_orientation_is_applied():
-    image = Image.new("RGB", (40, 20), (200, 0, 0))
+def quadrants(width: int = 40, height: int = 20) -> np.ndarray:
+    """Four flat colours, one per quadrant, so every rotation and mirror looks different."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[: height // 2, : width // 2] = (255, 0, 0)
+    image[: height // 2, width // 2 :] = (0, 255, 0)
+    image[height // 2 :, : width // 2] = (0, 0, 255)
+    image[height // 2 :, width // 2 :] = (255, 255, 0)
+    return image
+
+
+# How a viewer shows stored pixels for each EXIF orientation (EXIF 2.32, tag 0x0112), in NumPy terms.
+ORIENTED = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, k=-1),  # rotate 90 degrees clockwise
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, k=1),  # rotate 90 degrees counter-clockwise
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(ORIENTED))
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_exif_orientation_is_applied(orientation, fmt):
+    stored = quadrants()
     exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
-    loaded = load_image(png_bytes(image, "JPEG", exif=exif.tobytes()))
-    assert loaded.size == (20, 40)
+    exif[0x0112] = orientation
+    loaded = np.asarray(load_image(png_bytes(Image.fromarray(stored), fmt, exif=exif.tobytes(), quality=95)))
+    expected = ORIENTED[orientation](stored)
+    assert loaded.shape == expected.shape
+    # JPEG blurs the quadrant borders; compare each quadrant's centre.
+    h, w = expected.shape[:2]
+    for y in (h // 4, 3 * h // 4):
+        for x in (w // 4, 3 * w // 4):
+            assert np.abs(loaded[y, x].astype(int) - expected[y, x]).max() <= 8, (orientation, y, x)
 
 
 def test_animated_gif_uses_first_frame():
@@ -136,6 +168,12 @@ def test_truncated_file_is_reported(tmp_path):
         load_image(path)
 
 
-def test_pixel_limit():
+@pytest.mark.parametrize(
+    "source",
+    [png_bytes(Image.new("RGB", (100, 100))), Image.new("RGB", (100, 100)), np.zeros((100, 100, 3), "u1")],
+    ids=["bytes", "pil", "array"],
+)
+def test_pixel_limit(source):
     with pytest.raises(ImageError, match="100x100 pixels, over the limit of 5,000"):
-        load_image(png_bytes(Image.new("RGB", (100, 100))), max_pixels=5000)
+        load_image(source, max_pixels=5000)
+    assert load_image(source, max_pixels=10_000).size == (100, 100)

@@ -71,11 +71,14 @@ class MaskAgreement:
 
 
 def mask_agreement(reference: np.ndarray, candidate: np.ndarray) -> MaskAgreement:
-    finite = bool(np.isfinite(candidate).all())
+    """A non-finite candidate pixel counts as a disagreement in every figure (NaN > 0.5 is False,
+    so without this an all-NaN mask over an empty reference would score IoU 1)."""
+    bad = ~np.isfinite(candidate)
+    finite = not bool(bad.any())
     diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
     ref_fg, cand_fg = reference > 0.5, candidate > 0.5
-    union = np.logical_or(ref_fg, cand_fg).sum()
-    iou = float(np.logical_and(ref_fg, cand_fg).sum() / union) if union else 1.0
+    union = (ref_fg | cand_fg | bad).sum()
+    iou = float((ref_fg & cand_fg).sum() / union) if union else 1.0
     return MaskAgreement(float(diff.mean()), float(diff.max()), iou, finite)
 
 
