@@ -98,13 +98,20 @@ def parse_resolution(_ctx, _param, value: str) -> tuple[int, int]:
     "--timing-cache",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="TensorRT timing cache file, read and updated (default: OUTPUT/timing.cache).",
+    help="TensorRT timing cache file, read and updated (default: OUTPUT/timing-GPU-trtVERSION.cache).",
+)
+@click.option("--tf32", is_flag=True, help="Let TensorRT use TF32 in fp32 layers (off: fp32 means fp32).")
+@click.option(
+    "--weak-typing",
+    is_flag=True,
+    help="TensorRT 10.x only: build the fp32 graph with the FP16 flag and pinned fp32 layers.",
 )
 def export(source: str, output: Path, resolution: tuple[int, int], **kw) -> None:
     """Export SOURCE to ONNX (and a TensorRT engine unless --onnx-only)."""
     from .pipeline import ExportOptions, run_export
 
-    engine = {k: kw.pop(k) for k in ("workspace_gib", "opt_level", "opt_batch", "timing_cache")}
+    names = ("workspace_gib", "opt_level", "opt_batch", "timing_cache", "tf32", "weak_typing")
+    engine = {k: kw.pop(k) for k in names}
     options = ExportOptions(
         source=source, output=output, height=resolution[0], width=resolution[1], engine=engine, **kw
     )
@@ -127,7 +134,8 @@ def inspect(source: str, patch_order: str | None, revision: str | None) -> None:
 @click.argument("folder", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--tensorrt", "version", required=True, help="Target TensorRT version, e.g. 10.13 or 11.4.")
 @click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
-def preflight(folder: Path, version: str, precision: str) -> None:
+@click.option("--weak-typing", is_flag=True, help="Check the weakly typed path (TensorRT 10.x).")
+def preflight(folder: Path, version: str, precision: str, weak_typing: bool) -> None:
     """Check an export's graph against TensorRT's ONNX operator support, without TensorRT."""
     import onnx
 
@@ -135,7 +143,7 @@ def preflight(folder: Path, version: str, precision: str) -> None:
     from .tensorrt.plan import build_plan
     from .tensorrt.preflight import needs_plugins, require_supported
 
-    plan = build_plan(version, precision)
+    plan = build_plan(version, precision, weak_typing=weak_typing)
     graph = folder / (FP16_GRAPH_NAME if plan.graph == "fp16" else FP32_GRAPH_NAME)
     if not graph.is_file():
         raise ExportError(f"{graph} does not exist; export with --precision {precision} first.")

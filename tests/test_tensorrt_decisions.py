@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
+import numpy as np
 import onnx
 import pytest
 
@@ -13,30 +16,52 @@ from rmbg_export import ExportError
 from rmbg_export.tensorrt.plan import (
     BuildPlan,
     build_plan,
+    device_record,
     format_cuda_version,
+    layer_matches_node,
     optimization_profile,
     parse_version,
+    tensorrt_cuda_variant,
+    timing_cache_name,
     workspace_bytes,
 )
 from rmbg_export.tensorrt.preflight import check_graph, needs_plugins, require_supported
-from rmbg_runtime import BackendUnavailable, ModelError, Remover
-from rmbg_runtime.backends.tensorrt import batch_slices, engine_mismatches, refusal_sentence
+from rmbg_runtime import BackendUnavailable, ModelError, Remover, RmbgError
+from rmbg_runtime.backends.tensorrt import (
+    TensorRTBackend,
+    batch_slices,
+    check_output_shape,
+    engine_mismatches,
+    refusal_sentence,
+)
 
 LEGACY = "swin_v1_t_legacy_b1_512x512"
 
 
 @pytest.mark.parametrize(
-    ("version", "precision", "plan"),
+    ("version", "precision", "weak", "plan"),
     [
-        ("11.4.0", "fp16", BuildPlan("fp16", strongly_typed=True, fp16_flag=False)),
-        ("11.4.0", "fp32", BuildPlan("fp32", strongly_typed=True, fp16_flag=False)),
-        ("10.12.0.36", "fp16", BuildPlan("fp16", strongly_typed=True, fp16_flag=False)),
-        ("10.11.0", "fp16", BuildPlan("fp32", strongly_typed=False, fp16_flag=True)),
-        ("10.1.0", "fp32", BuildPlan("fp32", strongly_typed=False, fp16_flag=False)),
+        ("11.4.0", "fp16", False, BuildPlan("fp16", strongly_typed=True, fp16_flag=False)),
+        ("11.4.0", "fp32", False, BuildPlan("fp32", strongly_typed=True, fp16_flag=False)),
+        ("10.12.0.36", "fp16", False, BuildPlan("fp16", strongly_typed=True, fp16_flag=False)),
+        ("10.1.0", "fp16", False, BuildPlan("fp16", strongly_typed=True, fp16_flag=False)),
+        ("10.11.0", "fp16", True, BuildPlan("fp32", False, fp16_flag=True, pin_fp32_layers=True)),
+        ("10.1.0", "fp32", True, BuildPlan("fp32", strongly_typed=False, fp16_flag=False)),
     ],
 )
-def test_precision_path_per_version(version, precision, plan):
-    assert build_plan(version, precision) == plan
+def test_precision_path_per_version(version, precision, weak, plan):
+    assert build_plan(version, precision, weak_typing=weak) == plan
+
+
+def test_weak_typing_is_refused_on_tensorrt_11():
+    with pytest.raises(ExportError, match=r"TensorRT 11\.1\.0 builds only strongly typed networks"):
+        build_plan("11.1.0", "fp16", weak_typing=True)
+
+
+def test_tf32_is_off_unless_asked_for():
+    assert not build_plan("11.4.0", "fp16").tf32 and not build_plan("10.8.0", "fp32", weak_typing=True).tf32
+    assert build_plan("11.4.0", "fp16", tf32=True).tf32
+    assert "TF32 on" in build_plan("11.4.0", "fp32", tf32=True).describe()
 
 
 def test_old_tensorrt_is_refused():
@@ -162,3 +187,247 @@ def test_tensorrt_backend_refusals(export_with_engine):
 
 def test_auto_without_tensorrt_uses_onnxruntime(export_with_engine):
     assert Remover(export_with_engine).backend_name.startswith("onnxruntime-cpu")
+
+
+# ---- timing cache (TensorRT's IBuilderConfig as documented: create may return None, set returns a bool)
+
+
+class BuilderConfig:
+    """Behaves as IBuilderConfig's timing-cache calls are documented to, for one GPU."""
+
+    def __init__(self, device: str, readable: bool = True) -> None:
+        self.device, self.readable, self.attached = device, readable, None
+
+    def create_timing_cache(self, data: bytes):
+        if not self.readable:
+            return None
+        if not data:
+            return TimingCache(self.device, b"")
+        device, _, body = data.partition(b":")
+        return TimingCache(device.decode(), body) if body else None
+
+    def set_timing_cache(self, cache, ignore_mismatch: bool) -> bool:
+        if cache.device != self.device and not ignore_mismatch:
+            return False
+        self.attached = cache
+        return True
+
+    def get_timing_cache(self):
+        return self.attached
+
+
+class TimingCache:
+    def __init__(self, device: str, body: bytes) -> None:
+        self.device, self.body = device, body or b"tactics"
+
+    def serialize(self) -> bytes:
+        return f"{self.device}:".encode() + self.body
+
+
+def test_timing_cache_from_another_gpu_is_replaced(tmp_path):
+    from rmbg_export.tensorrt.timing_cache import attach_timing_cache, save_timing_cache
+
+    path, lines = tmp_path / "timing.cache", []
+    path.write_bytes(b"NVIDIA L4:old tactics")
+    config = BuilderConfig("NVIDIA H100")
+    assert attach_timing_cache(config, path, lines.append)
+    assert config.attached.device == "NVIDIA H100" and config.attached.body == b"tactics"
+    assert lines == [
+        "      timing cache timing.cache is from another GPU or TensorRT version: starting an empty one"
+    ]
+    assert save_timing_cache(config, path) and path.read_bytes() == b"NVIDIA H100:tactics"
+    assert attach_timing_cache(BuilderConfig("NVIDIA H100"), path, lines.append)  # reused next time
+    assert lines[-1].endswith("timing.cache: reused")
+
+
+def test_no_timing_cache_means_nothing_is_serialised(tmp_path):
+    from rmbg_export.tensorrt.timing_cache import attach_timing_cache, save_timing_cache
+
+    config = BuilderConfig("NVIDIA H100", readable=False)  # create_timing_cache returns None
+    assert not attach_timing_cache(config, tmp_path / "timing.cache", lambda _line: None)
+    assert not save_timing_cache(config, tmp_path / "timing.cache")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_timing_cache_is_per_gpu_and_version():
+    assert (
+        timing_cache_name("NVIDIA H100 80GB HBM3", "10.13.0.35")
+        == "timing-nvidia-h100-80gb-hbm3-trt10.13.0.cache"
+    )
+    names = {timing_cache_name(g, v) for g in ("NVIDIA L4", "NVIDIA H100") for v in ("10.13.0", "11.4.0")}
+    assert len(names) == 4
+
+
+# ---- recorded CUDA facts, extras and CUDA error sentences ------------------------------------------
+
+
+def test_tensorrt_cuda_variant_from_distributions():
+    assert tensorrt_cuda_variant(["numpy", "tensorrt-cu12", "tensorrt_cu12_libs", "tensorrt"]) == "cu12"
+    assert tensorrt_cuda_variant(["tensorrt_cu13_bindings", "cuda-python"]) == "cu13"
+    assert tensorrt_cuda_variant(["tensorrt-cu12", "tensorrt-cu13"]) is None  # ambiguous: say nothing
+    assert tensorrt_cuda_variant(["onnx"]) is None
+
+
+def test_engine_facts_record_the_driver_and_tensorrts_cuda_not_cuda_pythons():
+    record = device_record("NVIDIA L4\x00", (8, 9), 12080, "570.86.15", ["tensorrt-cu12", "cuda-bindings"])
+    assert record == {
+        "gpu_name": "NVIDIA L4",
+        "compute_capability": "8.9",
+        "nvidia_driver_version": "570.86.15",
+        "cuda_driver_version": "12.8",
+        "tensorrt_cuda": "cu12",
+    }
+
+
+def test_tensorrt_extras_pin_one_cuda_major():
+    from pathlib import Path
+
+    import tomllib
+
+    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert "tensorrt-cu12>=10.1" in extras["trt-cu12"] and "cuda-python>=12.6.1,<13" in extras["trt-cu12"]
+    assert "tensorrt-cu13>=10.1" in extras["trt-cu13"] and "cuda-python>=13,<14" in extras["trt-cu13"]
+    assert extras["trt"] == ["rmbg-toolkit[trt-cu13]"]
+
+
+def test_cuda_errors_name_the_error_and_the_fix():
+    import enum
+
+    from rmbg_runtime.backends.cuda import cuda_failure
+
+    class cudaError_t(enum.IntEnum):
+        cudaErrorInsufficientDriver = 35
+        cudaErrorNoDevice = 100
+        cudaErrorMemoryAllocation = 2
+
+    old_driver = cuda_failure("cudaGetDeviceCount", cudaError_t.cudaErrorInsufficientDriver)
+    assert "cudaErrorInsufficientDriver" in old_driver and "R580" in old_driver and "[trt-cu12]" in old_driver
+    assert "no usable CUDA GPU" in cuda_failure("cudaSetDevice(0)", cudaError_t.cudaErrorNoDevice)
+    assert "out of memory" in cuda_failure("cudaMalloc", cudaError_t.cudaErrorMemoryAllocation)
+
+
+# ---- weakly typed builds pin the same fp32 islands as the mixed graph ----------------------------------
+
+
+def test_fp32_islands_are_what_the_mixed_graph_keeps_in_fp32(export_graph):
+    from rmbg_export.onnx.fp16 import fp32_islands
+
+    fp32 = onnx.load(str(export_graph(LEGACY, "grid_sample", 256, 256)))
+    mixed = onnx.load(str(export_graph(LEGACY, "grid_sample", 256, 256, fp16=True)))
+    islands = fp32_islands(fp32.graph)
+    ops = {n.name: n.op_type for n in fp32.graph.node}
+    counts = {
+        op: sum(1 for n in islands if ops[n] == op) for op in ("LayerNormalization", "Softmax", "GridSample")
+    }
+    assert counts == {"LayerNormalization": 64, "Softmax": 24, "GridSample": 20}
+    assert not [n for n in islands if ops[n] == "Conv"]
+    typed = onnx.shape_inference.infer_shapes(mixed)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*typed.graph.value_info, *typed.graph.output]}
+    mixed_nodes = {n.name: n for n in mixed.graph.node}
+    for name in islands:  # the same names compute in fp32 in the mixed graph
+        outputs = [types.get(o) for o in mixed_nodes[name].output]
+        assert onnx.TensorProto.FLOAT16 not in outputs, name
+
+
+def test_layers_are_matched_to_their_onnx_node():
+    nodes = {"/attn/MatMul", "/norm1/LayerNormalization"}
+    assert layer_matches_node("/attn/MatMul", nodes) and layer_matches_node("/attn/MatMul_2", nodes)
+    assert not layer_matches_node("/attn/MatMul_1x", nodes) and not layer_matches_node("/attn/Softmax", nodes)
+
+
+# ---- the runtime backend's guards -----------------------------------------------------------------
+
+
+def test_output_shape_is_checked_before_copying():
+    check_output_shape((2, 1, 256, 256), (2, 1, 256, 256))
+    with pytest.raises(RmbgError, match=r"output shape \(2, 1, 128, 128\) is not the expected"):
+        check_output_shape((2, 1, 128, 128), (2, 1, 256, 256))
+
+
+def test_closed_backend_refuses_to_run():
+    backend = TensorRTBackend.__new__(TensorRTBackend)  # as after close(): no buffers
+    backend._buffers = None
+    with pytest.raises(RmbgError, match="this TensorRT backend was closed"):
+        backend.run(np.zeros((1, 3, 8, 8), np.float32))
+
+
+def test_auto_falls_back_with_the_cause_only_when_asked_for_auto():
+    from rmbg_runtime.backends import first_that_opens
+
+    def broken_cuda():
+        raise BackendUnavailable("ONNX Runtime could not load the CUDA or cuDNN libraries it needs; fix it.")
+
+    with pytest.warns(RuntimeWarning, match="cuDNN libraries it needs; fix it. Running on the CPU instead"):
+        assert first_that_opens(broken_cuda, lambda: "cpu backend") == "cpu backend"
+
+    def bad_model():
+        raise ModelError("model.onnx is missing")
+
+    with pytest.raises(ModelError):  # not a device problem: no fallback
+        first_that_opens(bad_model, lambda: "cpu backend")
+
+
+EXPORT_CLI = [sys.executable, "-c", "from rmbg_export.cli import main; main()"]
+
+
+def five_d_grid_sample_graph():
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("GridSample", ["x", "grid"], ["y"], name="volume_sampler")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4, 4]),
+            helper.make_tensor_value_info("grid", TensorProto.FLOAT, [1, 4, 4, 4, 3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4, 4])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+
+
+def test_five_d_grid_sample_is_rejected_by_name(tmp_path):
+    problems = [str(p) for p in check_graph(five_d_grid_sample_graph(), "11.4.0")]
+    assert problems == [
+        "GridSample node 'volume_sampler': 'x' has rank 5: "
+        "TensorRT's GridSample takes 4-D input and grid only"
+    ]
+    onnx.save(five_d_grid_sample_graph(), str(tmp_path / "model_fp16.onnx"))
+    result = subprocess.run(
+        [*EXPORT_CLI, "preflight", str(tmp_path), "--tensorrt", "11.4"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "GridSample node 'volume_sampler': 'x' has rank 5" in result.stderr
+
+
+def test_resize_modes_follow_the_parser_table():
+    from onnx import TensorProto, helper
+
+    def resize(mode: str, antialias: int = 0):
+        node = helper.make_node(
+            "Resize", ["x", "", "scales"], ["y"], name=f"up_{mode}", mode=mode, antialias=antialias
+        )
+        graph = helper.make_graph(
+            [node],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])],
+            [helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 2, 2])],
+        )
+        return check_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), "11.4.0")
+
+    assert resize("linear") == [] and resize("nearest") == []
+    assert "resize mode 'cubic' is not supported" in resize("cubic")[0].reason
+    assert resize("linear", antialias=1)[0].reason == "antialias=1 is not supported"
+
+
+def test_every_table_entry_cites_its_source():
+    from rmbg_export.tensorrt.preflight import support_table
+
+    table = support_table()
+    cited = [table["resize"]["source"], *(entry["source"] for entry in table["operators"].values())]
+    assert set(cited) <= set(table["sources"]) and all(table["sources"].values())

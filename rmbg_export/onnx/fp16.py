@@ -57,6 +57,12 @@ def fp32_node_names(graph: onnx.GraphProto) -> set[str]:
     return attention_logit_nodes(graph) | deform_sampling_nodes(graph)
 
 
+def fp32_islands(graph: onnx.GraphProto) -> set[str]:
+    """Every node that computes in fp32 in the mixed graph: the one definition used both to build the
+    fp16 graph and to pin layers in weakly typed TensorRT builds (same node names in the fp32 graph)."""
+    return fp32_node_names(graph) | {node.name for node in graph.node if node.op_type in FP32_OP_TYPES}
+
+
 def to_mixed_precision(model: onnx.ModelProto, extra_fp32_ops: Iterable[str] = ()) -> onnx.ModelProto:
     from onnxconverter_common import float16
 

@@ -14,11 +14,19 @@ from pathlib import Path
 from ..errors import ExportError
 from ..files import atomic_output, sha256_file
 from ..metadata import ENGINE_NAME, FP16_GRAPH_NAME, FP32_GRAPH_NAME
-from .plan import BuildPlan, build_plan, format_cuda_version, optimization_profile, workspace_bytes
+from .plan import (
+    BuildPlan,
+    build_plan,
+    device_record,
+    layer_matches_node,
+    optimization_profile,
+    timing_cache_name,
+    workspace_bytes,
+)
+from .timing_cache import attach_timing_cache, save_timing_cache
 
 ENGINE_MAX_MAE = 2e-3
 ENGINE_MIN_IOU = 0.99
-TIMING_CACHE_NAME = "timing.cache"
 
 
 def _progress_monitor(trt, log: Callable[[str], None]):
@@ -47,21 +55,17 @@ def _progress_monitor(trt, log: Callable[[str], None]):
 
 
 def current_device_facts(device_id: int = 0) -> dict:
+    from importlib import metadata
+
     from cuda.bindings import runtime as cudart
 
     err, props = cudart.cudaGetDeviceProperties(device_id)
     if int(err) != 0:
         raise ExportError(f"CUDA device {device_id} cannot be queried ({err}); check CUDA_VISIBLE_DEVICES.")
     _, driver = cudart.cudaDriverGetVersion()
-    _, runtime = cudart.cudaRuntimeGetVersion()
     name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-    return {
-        "gpu_name": name.rstrip("\x00"),
-        "compute_capability": f"{props.major}.{props.minor}",
-        "nvidia_driver_version": nvidia_driver_version(),
-        "cuda_driver_version": format_cuda_version(driver),
-        "cuda_runtime_version": format_cuda_version(runtime),
-    }
+    distributions = [d.metadata["Name"] or "" for d in metadata.distributions()]
+    return device_record(name, (props.major, props.minor), driver, nvidia_driver_version(), distributions)
 
 
 def nvidia_driver_version() -> str | None:
@@ -98,22 +102,41 @@ def _parser_error(error) -> str:
     return f"{node}: {desc}" if node else desc
 
 
-def _config(trt, builder, network, plan: BuildPlan, options, height: int, width: int, cache_path: Path, log):
+def pin_fp32_layers(trt, network, node_names: set[str]) -> int:
+    """Weakly typed builds: keep the mixed graph's fp32 islands in fp32 (with
+    OBEY_PRECISION_CONSTRAINTS set on the config). Returns the number of layers pinned."""
+    floats = (trt.float32, trt.float16)
+    pinned = 0
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        if not layer_matches_node(layer.name, node_names):
+            continue
+        layer.precision = trt.float32
+        for out in range(layer.num_outputs):
+            if layer.get_output(out).dtype in floats:
+                layer.set_output_type(out, trt.float32)
+        pinned += 1
+    return pinned
+
+
+def _config(trt, builder, network, plan: BuildPlan, options, log):
     config = builder.create_builder_config()
     if plan.fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
-    if options.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
-        config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32: no 10-bit-mantissa matmuls
+    if plan.pin_fp32_layers:
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    if not plan.tf32 and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # the fp32 islands are fp32 for accuracy; TF32 undoes it
     limit = workspace_bytes(options.engine.get("workspace_gib"))
     if limit is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, limit)
     config.builder_optimization_level = int(options.engine.get("opt_level", 3))
-    profile = optimization_profile(height, width, options.max_batch, options.engine.get("opt_batch"))
+    profile = optimization_profile(
+        options.height, options.width, options.max_batch, options.engine.get("opt_batch")
+    )
     trt_profile = builder.create_optimization_profile()
     trt_profile.set_shape(network.get_input(0).name, profile.min, profile.opt, profile.max)
     config.add_optimization_profile(trt_profile)
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
     monitor = _progress_monitor(trt, log)
     if monitor is not None:
         config.progress_monitor = monitor
@@ -127,23 +150,37 @@ def build_engine_stage(out: Path, meta: dict, options, check, log: Callable[[str
     import onnx
     import tensorrt as trt
 
+    from rmbg_runtime.backends.tensorrt import tensorrt_logger
+
+    from ..onnx.fp16 import fp32_islands
     from .preflight import needs_plugins, require_supported
 
-    plan = build_plan(trt.__version__, options.precision)
+    engine_options = options.engine
+    plan = build_plan(
+        trt.__version__,
+        options.precision,
+        weak_typing=bool(engine_options.get("weak_typing")),
+        tf32=bool(engine_options.get("tf32")),
+    )
     graph = out / (FP16_GRAPH_NAME if plan.graph == "fp16" else FP32_GRAPH_NAME)
     model = onnx.load(str(graph), load_external_data=False)
     require_supported(model, trt.__version__, graph.name)
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = tensorrt_logger(trt)
     plugins = needs_plugins(model)
     if plugins:
         trt.init_libnvinfer_plugins(logger, "")
-    log(f"      TensorRT {trt.__version__}: {plan.describe()}")
+    device = current_device_facts()
+    where = f"TensorRT {trt.__version__} ({device['tensorrt_cuda']}) on {device['gpu_name']}"
+    log(f"      {where}: {plan.describe()}")
     builder = trt.Builder(logger)
     network, _parser = _parse(trt, builder, logger, graph, plan)
-    cache_path = options.engine.get("timing_cache") or out / TIMING_CACHE_NAME
-    config, profile, _monitor = _config(
-        trt, builder, network, plan, options, options.height, options.width, Path(cache_path), log
-    )
+    pinned = pin_fp32_layers(trt, network, fp32_islands(model.graph)) if plan.pin_fp32_layers else 0
+    if plan.pin_fp32_layers:
+        log(f"      {pinned} layers pinned to fp32")
+    default_cache = out / timing_cache_name(device["gpu_name"], trt.__version__)
+    cache_path = Path(engine_options.get("timing_cache") or default_cache)
+    config, profile, _monitor = _config(trt, builder, network, plan, options, log)
+    attach_timing_cache(config, cache_path, log)
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -155,22 +192,23 @@ def build_engine_stage(out: Path, meta: dict, options, check, log: Callable[[str
     engine_path = out / ENGINE_NAME
     with atomic_output(engine_path) as partial:
         partial.write_bytes(bytes(serialized))
-    with atomic_output(Path(cache_path)) as partial:
-        partial.write_bytes(bytes(config.get_timing_cache().serialize()))
+    save_timing_cache(config, cache_path)
     facts = {
         "path": ENGINE_NAME,
         "sha256": sha256_file(engine_path),
         "tensorrt_version": trt.__version__,
-        **current_device_facts(),
+        **device,
         "precision": options.precision,
         "strongly_typed": plan.strongly_typed,
         "fp16_builder_flag": plan.fp16_flag,
-        "tf32": options.precision != "fp32",
+        "fp32_layers_pinned": pinned,
+        "tf32": plan.tf32,
         "graph": graph.name,
         "profile": profile.as_dict(),
         "plugins": ["ModulatedDeformConv2d"] if plugins else [],
-        "builder_optimization_level": int(options.engine.get("opt_level", 3)),
-        "workspace_gib": options.engine.get("workspace_gib"),
+        "builder_optimization_level": int(engine_options.get("opt_level", 3)),
+        "workspace_gib": engine_options.get("workspace_gib"),
+        "timing_cache": cache_path.name,
         "build_seconds": round(build_seconds, 1),
     }
     if check is not None:
@@ -188,9 +226,11 @@ def verify_engine(out: Path, meta: dict, inputs, fp32_outputs, log: Callable[[st
     from ..onnx.verify import mask_agreement
 
     backend = TensorRTBackend(spec_from_dict(out, meta))
+    try:
+        engine = np.concatenate([backend.run(b) for b in inputs])
+    finally:
+        backend.close()
     reference = np.concatenate(fp32_outputs)
-    engine = np.concatenate([backend.run(b) for b in inputs])
-    backend.close()
     agreement = mask_agreement(reference, engine)
     log(
         f"      engine vs fp32 ONNX: max |diff| {agreement.max_abs_diff:.2e}, "

@@ -5,8 +5,8 @@ from __future__ import annotations
 from ..errors import ExportError
 
 TENSORRT_INSTALL = (
-    "pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu12 (or tensorrt for CUDA 13), "
-    "with NVIDIA's index reachable"
+    "pip install 'rmbg-toolkit[export,trt-cu12]' --extra-index-url https://pypi.nvidia.com (or "
+    "[export,trt-cu13] for CUDA 13 on an R580+ driver), with NVIDIA's index reachable"
 )
 ONNX_ONLY_HINT = "; `rmbg-export ... --onnx-only` works on this machine"
 
@@ -20,9 +20,13 @@ def missing_build_requirement() -> str | None:
     try:
         from cuda.bindings import runtime as cudart
     except ImportError:
-        return "cuda-python is not installed (pip install 'cuda-python>=12.6.1')"
+        return "cuda-python is not installed (pip install 'rmbg-toolkit[trt-cu12]' or [trt-cu13])"
+    from rmbg_runtime.backends.cuda import cuda_failure
+
     err, count = cudart.cudaGetDeviceCount()
-    if int(err) != 0 or count == 0:
+    if int(err) != 0:
+        return cuda_failure("cudaGetDeviceCount", err).rstrip(".")
+    if count == 0:
         return "no CUDA GPU is visible (check the NVIDIA driver and CUDA_VISIBLE_DEVICES)"
     return None
 

@@ -75,17 +75,19 @@ def _constraint_problem(name: str, node: onnx.NodeProto, ranks: dict[str, int]) 
         allowed = (4,) if name == "spatial_2d" else (4, 5)
         if rank is not None and rank not in allowed:
             return f"weight rank {rank} is not supported (allowed: {allowed})"
-    elif name == "input_4d_or_5d":
-        rank = ranks.get(node.input[0])
-        if rank is not None and rank not in (4, 5):
-            return f"input rank {rank}: TensorRT's GridSample takes 4-D or 5-D input"
+    elif name == "input_4d":
+        bad = [(t, ranks[t]) for t in node.input[:2] if ranks.get(t) not in (None, 4)]
+        if bad:
+            return f"{bad[0][0]!r} has rank {bad[0][1]}: TensorRT's GridSample takes 4-D input and grid only"
     elif name == "resize_modes":
         mode = _attr(node, "mode", b"nearest").decode()
         transform = _attr(node, "coordinate_transformation_mode", b"half_pixel").decode()
         if mode not in table["resize"]["modes"]:
-            return f"resize mode {mode!r} is not supported"
+            return f"resize mode {mode!r} is not supported (the parser takes {table['resize']['modes']})"
         if transform not in table["resize"]["coordinate_transformation_modes"]:
             return f"coordinate_transformation_mode {transform!r} is not supported"
+        if _attr(node, "antialias", 0) and not table["resize"]["antialias"]:
+            return "antialias=1 is not supported"
     elif name == "single_output":
         if len([o for o in node.output if o]) > 1:
             return "only the first output (Y) is supported"

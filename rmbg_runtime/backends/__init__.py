@@ -5,6 +5,8 @@ Heavy imports (onnxruntime, tensorrt, cuda-python) happen only when a backend is
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -65,7 +67,22 @@ def _open_auto(spec: ModelSpec, device_id: int, threads: int | None, verify_file
         from .tensorrt import TensorRTBackend
 
         return TensorRTBackend(spec, device_id=device_id, verify_files=verify_files)
-    device = "cuda" if cuda_provider_available() else "cpu"
-    return OnnxRuntimeBackend(
-        spec, device=device, device_id=device_id, threads=threads, verify_files=verify_files
-    )
+
+    def onnxruntime(device: str) -> Backend:
+        return OnnxRuntimeBackend(
+            spec, device=device, device_id=device_id, threads=threads, verify_files=verify_files
+        )
+
+    if not cuda_provider_available():
+        return onnxruntime("cpu")
+    return first_that_opens(lambda: onnxruntime("cuda"), lambda: onnxruntime("cpu"))
+
+
+def first_that_opens(preferred: Callable[[], Backend], fallback: Callable[[], Backend]) -> Backend:
+    """`preferred`, or `fallback` with a warning that names why the preferred one is unavailable.
+    Only `auto` falls back: a backend asked for by name keeps failing with its cause."""
+    try:
+        return preferred()
+    except BackendUnavailable as err:
+        warnings.warn(f"{err} Running on the CPU instead.", RuntimeWarning, stacklevel=3)
+        return fallback()

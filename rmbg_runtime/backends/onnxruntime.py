@@ -9,6 +9,7 @@ from ..metadata import ModelSpec, verify_file
 
 INSTALL_CPU = "pip install 'rmbg-toolkit[ort]'"
 INSTALL_GPU = "pip uninstall onnxruntime && pip install 'rmbg-toolkit[ort-gpu]'"
+CUDA_LIBRARIES = "pip install 'onnxruntime-gpu[cuda,cudnn]' or install CUDA 12 and cuDNN 9 system-wide"
 
 
 def _import_ort():
@@ -20,11 +21,23 @@ def _import_ort():
 
 
 def cuda_provider_available() -> bool:
+    """Whether the CUDA provider is compiled in; not whether its CUDA/cuDNN libraries load."""
     try:
         import onnxruntime
     except ImportError:
         return False
     return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def preload_cuda_libraries(ort) -> None:
+    """Load CUDA and cuDNN from the nvidia-* wheels where onnxruntime offers it (1.21+); a failure
+    shows up as the session falling back to CPU, reported there."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception:  # noqa: BLE001 - the session's own check below names the problem
+            pass
 
 
 class OnnxRuntimeBackend:
@@ -58,6 +71,8 @@ class OnnxRuntimeBackend:
 
 
 def _session(ort, path, device: str, device_id: int, threads: int | None):
+    if device == "cuda":
+        preload_cuda_libraries(ort)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
@@ -72,7 +87,7 @@ def _session(ort, path, device: str, device_id: int, threads: int | None):
         ) from None
     if device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
         raise BackendUnavailable(
-            "ONNX Runtime could not start its CUDA provider (CUDA or cuDNN libraries missing?); "
-            "fix the CUDA install or pick the onnxruntime-cpu backend."
+            f"ONNX Runtime {ort.__version__} has its CUDA provider but could not load the CUDA or cuDNN "
+            f"libraries it needs; {CUDA_LIBRARIES}, or pick the onnxruntime-cpu backend."
         )
     return session
