@@ -153,6 +153,7 @@ def build_cli():
         show_default=True,
         help="Refuse larger images (decompression-bomb guard).",
     )
+    @click.option("--refine", is_flag=True, help="Estimate foreground colours at soft edges (hair, fur).")
     @click.option("--threads", type=int, default=None, help="Threads for decoding and encoding.")
     @click.option(
         "--png-compress-level",
@@ -173,6 +174,7 @@ def build_cli():
         skip_existing,
         backend,
         max_pixels,
+        refine,
         threads,
         png_compress_level,
         quiet,
@@ -186,7 +188,7 @@ def build_cli():
             fmt = _format_of(jobs[0].target, fmt)
         if skip_existing:
             jobs = [j for j in jobs if j.target is None or not j.target.exists()]
-        options = OutputOptions(mask_only, color, fmt, png_compress_level)
+        options = OutputOptions(mask_only, color, fmt, png_compress_level, refine)
         pipeline = open_pipeline(model_dir, backend, batch_size, threads, max_pixels)
         try:
             failures = _run_jobs(pipeline, jobs, options, Progress(len(jobs), not quiet and len(jobs) > 1))

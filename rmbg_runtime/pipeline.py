@@ -27,6 +27,7 @@ from .errors import RmbgError
 from .images import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from .metadata import ModelSpec
 from .processing import composite, cut_out, postprocess, preprocess
+from .refine import refine_foreground
 
 FORMATS = ("png", "webp")
 STAGES = ("queue", "decode", "preprocess", "inference", "postprocess", "encode")
@@ -41,6 +42,7 @@ class OutputOptions:
     background: tuple[int, ...] | None = None  # RGB, or RGBA to keep an alpha channel (rembg's bgc)
     fmt: str = "png"
     png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL
+    refine: bool = False  # estimate foreground colours at soft edges (refine.py)
 
 
 @dataclass
@@ -54,6 +56,8 @@ class Result:
 def render(image: Image.Image, alpha: np.ndarray, options: OutputOptions) -> Image.Image:
     if options.mask_only:
         return Image.fromarray(alpha, "L")
+    if options.refine:
+        image = refine_foreground(image, alpha)
     if options.background is None:
         return cut_out(image, alpha)
     if len(options.background) == 4:

@@ -13,7 +13,8 @@ from .backends import Backend, open_backend
 from .errors import RmbgError
 from .images import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from .metadata import read_model_spec
-from .processing import composite, cut_out, postprocess, preprocess, resize_probability
+from .pipeline import OutputOptions, render
+from .processing import postprocess, preprocess, resize_probability
 
 
 def parse_color(color: str | Sequence[int]) -> tuple[int, int, int]:
@@ -94,8 +95,9 @@ class Remover:
         *,
         background: str | Sequence[int] | None = None,
         mask_only: bool = False,
+        refine: bool = False,
     ) -> Image.Image:
-        return self.remove_backgrounds([image], background=background, mask_only=mask_only)[0]
+        return self.remove_backgrounds([image], background=background, mask_only=mask_only, refine=refine)[0]
 
     def remove_backgrounds(
         self,
@@ -103,18 +105,15 @@ class Remover:
         *,
         background: str | Sequence[int] | None = None,
         mask_only: bool = False,
+        refine: bool = False,
     ) -> list[Image.Image]:
         """RGBA cut-outs with straight alpha (the model card's 8-bit mask), the mask alone ('L'),
-        or the image composited on `background`."""
+        or the image composited on `background`. `refine` replaces the colours at soft edges by the
+        estimated foreground (no background colour bleeding into hair or fur)."""
         color = parse_color(background) if background is not None else None
+        options = OutputOptions(mask_only=mask_only, background=color, refine=refine)
         loaded = [self.load(im) for im in images]
-        results = []
-        for prob, image in zip(self.probabilities(loaded), loaded, strict=True):
-            alpha = postprocess(prob, image.size)
-            if mask_only:
-                results.append(Image.fromarray(alpha, "L"))
-            elif color is not None:
-                results.append(composite(image, alpha, color))
-            else:
-                results.append(cut_out(image, alpha))
-        return results
+        return [
+            render(image, postprocess(prob, image.size), options)
+            for prob, image in zip(self.probabilities(loaded), loaded, strict=True)
+        ]

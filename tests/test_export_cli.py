@@ -167,10 +167,12 @@ def test_preflight_command_on_an_export(onnx_export):
     ok = run("preflight", out, "--tensorrt", "11.4")
     assert ok.returncode == 0, ok.stderr
     assert "model_fp16.onnx: every node is supported by TensorRT 11.4; strongly typed network" in ok.stdout
-    legacy = run("preflight", out, "--tensorrt", "10.8")
+    strong = run("preflight", out, "--tensorrt", "10.1")
+    assert "model_fp16.onnx: every node is supported by TensorRT 10.1; strongly typed" in strong.stdout
+    weak = run("preflight", out, "--tensorrt", "10.8", "--weak-typing")
     assert (
-        "model.onnx: every node is supported by TensorRT 10.8; fp32 graph with the FP16 builder flag on"
-        in (legacy.stdout)
+        "model.onnx: every node is supported by TensorRT 10.8; fp32 graph with the FP16 builder flag on, "
+        "fp32 islands pinned" in weak.stdout
     )
     old = run("preflight", out, "--tensorrt", "8.6")
     assert old.returncode == 1 and "TensorRT 8.6 is too old" in old.stderr

@@ -168,34 +168,38 @@ def test_native_deform_conv_inputs_are_fp32(export_graph):
         assert {types[name] for name in node.input if name} == {onnx.TensorProto.FLOAT}, node.name
 
 
-def overflowing_graph(path) -> None:
-    """y = sigmoid(x*1e5 - x*1e5): zero in fp32, NaN in fp16 (x*1e5 overflows to inf, inf - inf)."""
+def scale_graph(path, dtype: int) -> None:
+    """y = sigmoid(x * 70000) with the weight stored as `dtype`: fine in fp32; stored in fp16 the
+    weight overflows to inf (65504 is fp16's largest), and 0 * inf is NaN."""
     from onnx import TensorProto, helper
 
+    weight = np.array(70000, np.float32 if dtype == TensorProto.FLOAT else np.float16)  # fp16: inf
     nodes = [
-        helper.make_node("Mul", ["x", "k"], ["big"], name="scale"),
-        helper.make_node("Sub", ["big", "big"], ["zero"], name="difference"),
-        helper.make_node("Sigmoid", ["zero"], ["y"], name="sigmoid"),
+        helper.make_node("Cast", ["x"], ["x_typed"], to=dtype),
+        helper.make_node("Mul", ["x_typed", "w"], ["scaled"]),
+        helper.make_node("Cast", ["scaled"], ["scaled32"], to=TensorProto.FLOAT),
+        helper.make_node("Sigmoid", ["scaled32"], ["y"]),
     ]
     graph = helper.make_graph(
         nodes,
-        "overflow",
+        "scale",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 4, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 4, 4])],
-        [helper.make_tensor("k", TensorProto.FLOAT, [], [1e5])],
+        [onnx.numpy_helper.from_array(weight, "w")],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
 
 
 def test_fp16_graph_producing_nan_fails_the_export_check(tmp_path):
+    from onnx import TensorProto
+
     from rmbg_export.errors import ExportError
-    from rmbg_export.onnx.fp16 import to_mixed_precision
     from rmbg_export.onnx.verify import check_fp16_graph, run_graph
 
     fp32_path, fp16_path = tmp_path / "fp32.onnx", tmp_path / "fp16.onnx"
-    overflowing_graph(fp32_path)
-    onnx.save(to_mixed_precision(onnx.load(str(fp32_path))), str(fp16_path))
-    inputs = [np.full((1, 3, 4, 4), 2.0, np.float32)]
+    scale_graph(fp32_path, TensorProto.FLOAT)
+    scale_graph(fp16_path, TensorProto.FLOAT16)
+    inputs = [np.zeros((1, 3, 4, 4), np.float32)]
     reference = run_graph(fp32_path, inputs)
     assert np.all(reference[0] == 0.5)  # the fp32 graph is fine
     with pytest.raises(ExportError, match="the fp16 graph produced NaN or Inf"):

@@ -233,19 +233,20 @@ def wait_for(condition, timeout: float = 30) -> None:
 
 
 def test_client_that_leaves_while_queued_costs_no_inference(server):
-    """Four images keep the backend busy (a batch of 3 takes about a second here, the fourth waits);
-    a fifth request's client closes its socket while its image waits: it is dropped before inference."""
+    """Four images keep the backend busy (a batch of 3 takes about a second here); a fifth request's
+    client closes its socket while its image waits in the queue: it is dropped before inference."""
     image = encoded(photo(100, 100, seed=8))
     before = server.metrics()
     with ThreadPoolExecutor(4) as pool:
         busy = [pool.submit(server.post, "/v1/remove", content=image) for _ in range(4)]
         wait_for(lambda: server.metrics()["rmbg_images_in_flight"] == 4)
-        time.sleep(0.2)  # past the 50 ms gathering window: a batch of 3 runs, one image waits
-        assert server.metrics()["rmbg_queue_depth"] == 1
+        time.sleep(0.2)  # past the 50 ms gathering window: a batch runs, the rest wait
+        waiting = server.metrics()["rmbg_queue_depth"]
+        assert waiting >= 1
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             head = f"POST /v1/remove HTTP/1.1\r\nHost: x\r\nContent-Length: {len(image)}\r\n\r\n"
             sock.sendall(head.encode() + image)
-            wait_for(lambda: server.metrics()["rmbg_queue_depth"] == 2)
+            wait_for(lambda: server.metrics()["rmbg_queue_depth"] == waiting + 1)
         assert all(f.result().status_code == 200 for f in busy)
     key = "rmbg_cancelled_images_total"
     wait_for(lambda: server.metrics()[key] > before[key])

@@ -75,7 +75,55 @@ def to_mixed_precision(model: onnx.ModelProto, extra_fp32_ops: Iterable[str] = (
             op_block_list=op_block_list,
             node_block_list=sorted(fp32_node_names(model.graph)),
         )
-    return restore_fp32_outputs(mixed)
+    return remove_fp16_round_trips(restore_fp32_outputs(mixed))
+
+
+def remove_fp16_round_trips(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The converter puts Cast(fp16) -> Cast(fp32) between two block-listed nodes when the first
+    one's output has several consumers, and after every block-listed Constant: the fp32 islands
+    would then read their own values (deformable offsets, grid constants) rounded to fp16. Read the
+    fp32 tensor directly instead, and drop Casts nobody reads any more."""
+    graph = model.graph
+    producers = _producers(graph)
+    typed = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*typed.graph.value_info, *typed.graph.input]}
+    rewired: dict[str, str] = {}
+    for node in graph.node:
+        first = producers.get(node.input[0]) if node.op_type == "Cast" and node.input else None
+        if (
+            first is not None
+            and first.op_type == "Cast"
+            and _cast_to(node) == onnx.TensorProto.FLOAT
+            and _cast_to(first) == onnx.TensorProto.FLOAT16
+            and _source_type(first.input[0], producers, types) == onnx.TensorProto.FLOAT
+        ):
+            rewired[node.output[0]] = first.input[0]
+    for node in graph.node:
+        node.input[:] = [rewired.get(name, name) for name in node.input]
+    _drop_unread_casts(graph)
+    return model
+
+
+def _cast_to(node: onnx.NodeProto) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None)
+
+
+def _source_type(name: str, producers: dict[str, onnx.NodeProto], types: dict[str, int]) -> int | None:
+    producer = producers.get(name)
+    if producer is not None and producer.op_type == "Constant":
+        return producer.attribute[0].t.data_type
+    return types.get(name)
+
+
+def _drop_unread_casts(graph: onnx.GraphProto) -> None:
+    outputs = {o.name for o in graph.output}
+    while True:
+        read = {name for node in graph.node for name in node.input} | outputs
+        unread = [n for n in graph.node if n.op_type == "Cast" and n.output[0] not in read]
+        if not unread:
+            return
+        for node in unread:
+            graph.node.remove(node)
 
 
 def restore_fp32_outputs(model: onnx.ModelProto) -> onnx.ModelProto:

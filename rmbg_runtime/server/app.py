@@ -226,12 +226,13 @@ def _image_routes(app: FastAPI, state: ServerState) -> None:
         mask_only: bool = Query(False, description="Return the 8-bit mask instead of the cut-out."),
         background: str | None = Query(None, description="Composite on this colour (name or #rrggbb)."),
         format: Literal["png", "webp"] = Query("png", description="Output image format."),
+        refine: bool = Query(False, description="Estimate foreground colours at soft edges (hair, fur)."),
     ) -> Response:
         """The image as the raw body or a multipart `file`; returns the cut-out (RGBA), the mask, or
         the image on a colour. `Server-Timing` says where the time went."""
 
         def parse(_fields: dict[str, str]) -> OutputOptions:
-            return OutputOptions(mask_only, parse_background(background), format, compress)
+            return OutputOptions(mask_only, parse_background(background), format, compress, refine)
 
         return await handle(state, request, "/v1/remove", parse)
 
