@@ -7,6 +7,7 @@ engine, bound a server's throughput. No model is needed: the probability map is 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -34,6 +35,12 @@ def timed(fn, runs: int) -> tuple[dict, object]:
     return {"wall": summarize(walls), "cpu": summarize(cpus)}, result
 
 
+def _webp_default(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "WEBP", lossless=True, exact=True)
+    return buffer.getvalue()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -46,22 +53,31 @@ def main() -> None:
     width, height = (int(v) for v in args.size.lower().split("x"))
     network = tuple(int(v) for v in args.network.lower().split("x"))
     data = synthetic_photo_bytes(width, height)
-    rng = np.random.default_rng(0)
-    prob = np.clip(rng.normal(0.5, 0.4, (network[1], network[0])), 0, 1).astype(np.float32)
+    # A subject with soft edges: most of the mask is 0 or 1, as in real cut-outs (PNG sizes depend on it).
+    yy, xx = np.mgrid[0 : network[1], 0 : network[0]].astype(np.float32)
+    radius = np.hypot(yy - network[1] / 2, xx - network[0] / 2) - 0.33 * min(network)
+    prob = (1 / (1 + np.exp(radius / 3))).astype(np.float32)
 
     rows, stats = [], {}
     stats["decode (JPEG)"], image = timed(lambda: load_image(data), args.runs)
     stats["preprocess"], _ = timed(lambda: preprocess(image, network), args.runs)
     stats["postprocess (mask)"], alpha = timed(lambda: postprocess(prob, image.size), args.runs)
     stats["render cut-out (RGBA)"], cutout = timed(lambda: render(image, alpha, OutputOptions()), args.runs)
+    refined = OutputOptions(refine=True)
+    stats["render refined cut-out (--refine)"], _ = timed(
+        lambda: render(image, alpha, refined), max(1, args.runs // 2)
+    )
     sizes = {}
     for label, fmt, level in (
         ("encode PNG level 1", "png", 1),
         ("encode PNG level 6", "png", 6),
-        ("encode WebP lossless", "webp", 6),
+        ("encode WebP lossless (method 0)", "webp", 6),
     ):
         stats[label], encoded = timed(lambda f=fmt, lv=level: encode(cutout, f, lv), args.runs)
         sizes[label] = len(encoded)
+    label = "encode WebP lossless (Pillow default, method 4)"
+    stats[label], encoded = timed(lambda: _webp_default(cutout), max(1, args.runs // 2))
+    sizes[label] = len(encoded)
     stats["encode mask PNG level 1"], _ = timed(
         lambda: encode(render(image, alpha, OutputOptions(True)), "png", 1), args.runs
     )

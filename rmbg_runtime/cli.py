@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import os
 import signal
 import sys
 import time
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RmbgError
+from .files import write_atomically
 from .images import DEFAULT_MAX_PIXELS
 from .pipeline import DEFAULT_PNG_COMPRESS_LEVEL, FORMATS, OutputOptions
 
@@ -64,16 +64,6 @@ def plan_jobs(inputs: list[str], output: str, fmt: str) -> list[Job]:
     if single_file and out.suffix.lower() in (".png", ".webp"):
         return [Job(files[0][0], out)]
     return [Job(src, out / rel.with_suffix(f".{fmt}")) for src, rel in files]
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 class Progress:
@@ -199,6 +189,7 @@ def build_cli():
             sys.exit(1)
 
     _add_serve(cli, click)
+    _add_quality(cli, click)
     return cli
 
 
@@ -289,6 +280,87 @@ def _add_serve(cli, click) -> None:
                 "pip install 'rmbg-toolkit[serve]'."
             ) from None
         run_server(ServerSettings(**kwargs))
+
+
+def _progress_line(done: int, total: int) -> None:
+    sys.stderr.write(f"\r{done}/{total} images")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def _import_evaluation():
+    try:
+        from .evaluation import run
+    except ImportError as err:
+        raise RmbgError(
+            f"rmbg eval and compare need the eval extra ({err.name} is missing); "
+            "pip install 'rmbg-toolkit[eval]'."
+        ) from None
+    return run
+
+
+def _add_quality(cli, click) -> None:
+    folder = click.Path(exists=True, file_okay=False, path_type=Path)
+
+    @cli.command(name="eval")
+    @click.option("-m", "--model", "model_dir", required=True, type=folder, help="Export folder.")
+    @click.argument("images", type=folder)
+    @click.option("--masks", required=True, type=folder, help="Ground-truth masks, paired by file name.")
+    @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval-report"),
+                  show_default=True)  # fmt: skip
+    @click.option("--backend", default="auto", show_default=True)
+    @click.option("--precision", type=click.Choice(["fp32", "fp16"]), help="ONNX graph for ONNX Runtime.")
+    @click.option(
+        "--worst", type=click.IntRange(min=0), default=8, show_default=True, help="Rows in worst.png."
+    )
+    @click.option("--hce/--no-hce", default=True, show_default=True, help="Human correction effort (DIS).")
+    @click.option("--save-masks", type=click.Path(file_okay=False, path_type=Path),
+                  help="Keep predictions as SAVE_MASKS/<model>/<testset>/<name>.png (BiRefNet).")  # fmt: skip
+    def evaluate(model_dir, images, masks, out, backend, precision, worst, hce, save_masks) -> None:
+        """Score an export on IMAGES against ground-truth masks: maxFm, wFm, MAE, Sm, meanEm, HCE."""
+        from .remover import Remover
+
+        run = _import_evaluation()
+        remover = Remover(model_dir, backend, precision=precision)
+        summary = run.run_eval(
+            remover, images, masks, out, worst=worst, hce=hce, save_masks=save_masks, progress=_progress_line
+        )
+        click.echo(f"{summary['images']} images: " + ", ".join(
+            f"{k} {summary[k]:.4f}" for k in ("maxFm", "wFm", "MAE", "Sm", "meanEm", "HCE") if k in summary
+        ) + f"; report in {out}")  # fmt: skip
+
+    @cli.command()
+    @click.argument("dir_a", type=folder)
+    @click.argument("dir_b", type=folder)
+    @click.argument("images", type=click.Path(exists=True, path_type=Path))
+    @click.option("--backend-a", default="auto", show_default=True)
+    @click.option("--backend-b", default="auto", show_default=True)
+    @click.option("--precision-a", type=click.Choice(["fp32", "fp16"]), help="ONNX graph A runs in ORT.")
+    @click.option("--precision-b", type=click.Choice(["fp32", "fp16"]), help="ONNX graph B runs in ORT.")
+    @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("compare-report"),
+                  show_default=True)  # fmt: skip
+    @click.option("--worst", type=click.IntRange(min=0), default=8, show_default=True)
+    @click.option("--max-mae", type=float, help="Exit 1 when any image's mask MAE exceeds this.")
+    def compare(dir_a, dir_b, images, backend_a, backend_b, precision_a, precision_b, out, worst, max_mae):
+        """Where two exports or backends differ on IMAGES: mask MAE, max |diff|, IoU, share > 8 levels."""
+        from .remover import Remover
+
+        run = _import_evaluation()
+        a = Remover(dir_a, backend_a, precision=precision_a)
+        b = Remover(dir_b, backend_b, precision=precision_b)
+        summary = run.run_compare(a, b, images, out, worst=worst, progress=_progress_line)
+        s = summary
+        click.echo(
+            f"{s['images']} images: mean MAE {s['mean_mae']:.2e}, worst {s['worst_mae']:.2e}, max |diff| "
+            f"{s['max_abs_diff']} levels, min IoU {s['min_iou_at_half']:.5f}; report in {out}"
+        )
+        if max_mae is not None and summary["worst_mae"] > max_mae:
+            click.echo(
+                f"error: the worst image's MAE {summary['worst_mae']:.2e} exceeds --max-mae {max_mae:g}.",
+                err=True,
+            )
+            sys.exit(1)
 
 
 def _format_of(path: Path, default: str) -> str:

@@ -74,7 +74,10 @@ def _composite_rgba(image: Image.Image, alpha: np.ndarray, rgba: tuple[int, ...]
 def encode(image: Image.Image, fmt: str, png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL) -> bytes:
     buffer = io.BytesIO()
     if fmt == "webp":
-        image.save(buffer, "WEBP", lossless=True, exact=True)  # exact: keep colours under alpha 0
+        # exact: keep colours under alpha 0. method 0 / quality 0 is libwebp's fastest lossless
+        # effort: 16x faster than Pillow's default (method 4, quality 80) on a 12 MP cut-out for
+        # 6% more bytes (benchmarks/cpu_stages.py).
+        image.save(buffer, "WEBP", lossless=True, exact=True, method=0, quality=0)
     elif fmt == "png":
         image.save(buffer, "PNG", optimize=False, compress_level=png_compress_level)
     else:

@@ -45,12 +45,19 @@ class Remover:
         threads: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         verify_files: bool = True,
+        precision: str | None = None,
     ) -> None:
-        """`backend`: a name (see `rmbg_runtime.backends.BACKENDS`) or an already open backend."""
+        """`backend`: a name (see `rmbg_runtime.backends.BACKENDS`) or an already open backend.
+        `precision`: the ONNX graph ONNX Runtime runs (default fp32 on the CPU)."""
         self.spec = read_model_spec(model_dir)
         if isinstance(backend, str):
             backend = open_backend(
-                self.spec, backend, device_id=device_id, threads=threads, verify_files=verify_files
+                self.spec,
+                backend,
+                device_id=device_id,
+                threads=threads,
+                verify_files=verify_files,
+                precision=precision,
             )
         self.backend = backend
         self.max_pixels = max_pixels

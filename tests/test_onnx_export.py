@@ -173,7 +173,8 @@ def scale_graph(path, dtype: int) -> None:
     weight overflows to inf (65504 is fp16's largest), and 0 * inf is NaN."""
     from onnx import TensorProto, helper
 
-    weight = np.array(70000, np.float32 if dtype == TensorProto.FLOAT else np.float16)  # fp16: inf
+    with np.errstate(over="ignore"):
+        weight = np.array(70000, np.float32 if dtype == TensorProto.FLOAT else np.float16)  # fp16: inf
     nodes = [
         helper.make_node("Cast", ["x"], ["x_typed"], to=dtype),
         helper.make_node("Mul", ["x_typed", "w"], ["scaled"]),

@@ -50,11 +50,21 @@ def test_postprocess_matches_model_card():
     assert hashlib.sha256(mask.tobytes()).hexdigest() == fx["mask_sha256"]  # byte-exact
 
 
-def test_import_leaves_torch_out():
+def test_import_leaves_torch_and_heavy_extras_out():
+    heavy = (
+        "torch",
+        "rmbg_export",
+        "onnx",
+        "fastapi",
+        "uvicorn",
+        "prometheus_client",
+        "py_sod_metrics",
+        "cv2",
+    )
     code = (
         "import sys, rmbg_runtime, rmbg_runtime.cli, rmbg_runtime.backends.onnxruntime, "
-        "rmbg_runtime.backends.tensorrt; "
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'rmbg_export', 'onnx')]; "
+        "rmbg_runtime.backends.tensorrt, rmbg_runtime.pipeline; "
+        f"bad = [m for m in sys.modules if m.split('.')[0] in {heavy!r}]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)

@@ -39,12 +39,14 @@ def open_backend(
     device_id: int = 0,
     threads: int | None = None,
     verify_files: bool = True,
+    precision: str | None = None,
 ) -> Backend:
+    """`precision` picks the ONNX graph for ONNX Runtime (fp32 / fp16); TensorRT runs its engine."""
     name = ALIASES.get(name, name)
     if name not in BACKENDS:
         raise BackendUnavailable(f"backend {name!r} is unknown; choose one of {', '.join(BACKENDS)}.")
     if name == "auto":
-        return _open_auto(spec, device_id, threads, verify_files)
+        return _open_auto(spec, device_id, threads, verify_files, precision)
     if name == "tensorrt":
         from .tensorrt import TensorRTBackend
 
@@ -53,11 +55,18 @@ def open_backend(
 
     device = "cuda" if name == "onnxruntime-cuda" else "cpu"
     return OnnxRuntimeBackend(
-        spec, device=device, device_id=device_id, threads=threads, verify_files=verify_files
+        spec,
+        device=device,
+        device_id=device_id,
+        threads=threads,
+        verify_files=verify_files,
+        precision=precision,
     )
 
 
-def _open_auto(spec: ModelSpec, device_id: int, threads: int | None, verify_files: bool) -> Backend:
+def _open_auto(
+    spec: ModelSpec, device_id: int, threads: int | None, verify_files: bool, precision: str | None
+) -> Backend:
     """TensorRT when the export has an engine and TensorRT is installed (a mismatched engine is an
     error, not a reason to run slower), then ONNX Runtime CUDA, then ONNX Runtime CPU."""
     from .onnxruntime import OnnxRuntimeBackend, cuda_provider_available
@@ -70,7 +79,7 @@ def _open_auto(spec: ModelSpec, device_id: int, threads: int | None, verify_file
 
     def onnxruntime(device: str) -> Backend:
         return OnnxRuntimeBackend(
-            spec, device=device, device_id=device_id, threads=threads, verify_files=verify_files
+            spec, device, device_id=device_id, threads=threads, verify_files=verify_files, precision=precision
         )
 
     if not cuda_provider_available():

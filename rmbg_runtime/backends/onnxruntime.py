@@ -44,21 +44,24 @@ class OnnxRuntimeBackend:
     def __init__(
         self,
         spec: ModelSpec,
-        *,
         device: str = "cpu",
+        *,
         device_id: int = 0,
         threads: int | None = None,
         verify_files: bool = True,
+        precision: str | None = None,
     ) -> None:
+        """`precision`: which graph to run; default fp32 on the CPU, the export's precision on CUDA."""
         ort = _import_ort()
         if device == "cuda" and not cuda_provider_available():
             raise BackendUnavailable(
                 f"ONNX Runtime has no CUDA provider here (onnxruntime {ort.__version__}); {INSTALL_GPU}, "
                 "or pick the onnxruntime-cpu backend."
             )
-        precision = spec.precision if device == "cuda" and spec.precision in spec.graphs else "fp32"
-        entry = spec.graphs.get(precision)
+        if precision is None:
+            precision = spec.precision if device == "cuda" and spec.precision in spec.graphs else "fp32"
         path = spec.graph_path(precision)
+        entry = spec.graphs[precision]
         if verify_files:
             verify_file(path, entry["sha256"])
         self.session = _session(ort, path, device, device_id, threads)

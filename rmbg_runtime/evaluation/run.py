@@ -1,0 +1,181 @@
+"""`rmbg eval` and `rmbg compare`: predictions through `Remover`, figures, report folder."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import RmbgError
+from ..images import load_image
+from .differences import mask_differences
+from .metrics import DisMetrics, to_gt_size
+from .pairs import images_in, pair_by_stem
+from .report import write_report
+from .sheets import contact_sheet, error_map
+
+Predict = Callable[[list[Path]], list[np.ndarray]]  # images -> uint8 (H, W) masks at their size
+
+
+@dataclass
+class Progress:
+    total: int
+    report: Callable[[int, int], None] = lambda _done, _total: None
+    done: int = 0
+
+    def step(self, count: int = 1) -> None:
+        self.done += count
+        self.report(self.done, self.total)
+
+
+def remover_predict(remover) -> Predict:
+    def predict(paths: list[Path]) -> list[np.ndarray]:
+        return [np.asarray(m) for m in remover.remove_backgrounds(paths, mask_only=True)]
+
+    return predict
+
+
+def chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def read_mask(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("L"))
+    except OSError as err:
+        raise RmbgError(f"{path} is not a readable mask ({err}).") from None
+
+
+def evaluate(
+    pairs: list[tuple[Path, Path]],
+    predict: Predict,
+    *,
+    batch: int = 1,
+    hce: bool = True,
+    save_masks: Path | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict, list[dict]]:
+    """Dataset summary and per-image rows; a prediction or mask that fails is reported in its row."""
+    metrics, rows = DisMetrics(hce), []
+    progress = progress or Progress(len(pairs))
+    start = time.perf_counter()
+    for chunk in chunks(pairs, batch):
+        try:
+            predictions = predict([image for image, _ in chunk])
+        except RmbgError as err:
+            rows += [{"image": image.name, "error": str(err)} for image, _ in chunk]
+            progress.step(len(chunk))
+            continue
+        for (image, mask), pred in zip(chunk, predictions, strict=True):
+            gt = read_mask(mask)
+            rows.append({"image": image.name, **metrics.step(pred, gt)})
+            if save_masks is not None:
+                save_masks.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(to_gt_size(pred, gt), "L").save(save_masks / f"{image.stem}.png")
+        progress.step(len(chunk))
+    evaluated = [r for r in rows if "error" not in r]
+    if not evaluated:
+        raise RmbgError("no image could be evaluated; see the errors above.")
+    summary = metrics.summary() | {
+        "images": len(evaluated),
+        "failed": len(rows) - len(evaluated),
+        "seconds_per_image": round((time.perf_counter() - start) / len(pairs), 3),
+    }
+    return summary, rows
+
+
+def birefnet_layout(save_masks: Path, model_dir: Path, images: Path) -> Path:
+    """BiRefNet's eval reads predictions from PRED_ROOT/<method>/<testset>/<name>.png; a DIS5K test
+    set keeps its images in <testset>/im."""
+    testset = images.parent.name if images.name in ("im", "images") else images.name
+    return save_masks / model_dir.resolve().name / testset
+
+
+def worst_rows(rows: list[dict], key: str, count: int, reverse: bool = True) -> list[dict]:
+    ranked = sorted((r for r in rows if key in r), key=lambda r: r[key], reverse=reverse)
+    return ranked[:count]
+
+
+def eval_sheet(worst: list[dict], pairs: dict[str, tuple[Path, Path]], predict: Predict) -> Image.Image:
+    rows = []
+    for row in worst:
+        image, mask = pairs[row["image"]]
+        gt = read_mask(mask)
+        pred = to_gt_size(predict([image])[0], gt)
+        panels = [
+            load_image(image),
+            Image.fromarray(gt, "L"),
+            Image.fromarray(pred, "L"),
+            error_map(pred, gt),
+        ]
+        rows.append((f"{row['image']}  MAE {row['MAE']:.4f}", panels))
+    return contact_sheet(rows, ["image", "ground truth", "prediction", "|error|"])
+
+
+def run_eval(
+    remover, images: Path, masks: Path, out: Path, *, worst: int = 8, hce: bool = True,
+    save_masks: Path | None = None, progress: Callable[[int, int], None] | None = None,
+) -> dict:  # fmt: skip
+    pairs, unmatched = pair_by_stem(images, masks)
+    predict = remover_predict(remover)
+    target = birefnet_layout(save_masks, Path(remover.spec.folder), images) if save_masks else None
+    summary, rows = evaluate(
+        pairs, predict, batch=remover.backend.max_batch, hce=hce, save_masks=target,
+        progress=Progress(len(pairs), progress or (lambda _d, _t: None)),
+    )  # fmt: skip
+    summary |= {
+        "model": str(remover.spec.folder),
+        "backend": remover.backend_name,
+        "images_without_mask": len(unmatched),
+    }
+    by_name = {image.name: (image, mask) for image, mask in pairs}
+    sheet = eval_sheet(worst_rows(rows, "MAE", worst), by_name, predict) if worst else None
+    write_report(out, f"rmbg eval: {images}", summary, rows, sheet)
+    return summary
+
+
+def run_compare(
+    remover_a, remover_b, images: Path, out: Path, *, worst: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:  # fmt: skip
+    files = sorted(images_in(images).values()) if images.is_dir() else [images]
+    predict_a, predict_b = remover_predict(remover_a), remover_predict(remover_b)
+    tracker = Progress(len(files), progress or (lambda _d, _t: None))
+    rows, masks = [], {}
+    for path in files:
+        try:
+            a, b = predict_a([path])[0], predict_b([path])[0]
+        except RmbgError as err:
+            rows.append({"image": path.name, "error": str(err)})
+        else:
+            rows.append({"image": path.name, **mask_differences(a, b)})
+            masks[path.name] = (path, a, b)
+        tracker.step()
+    compared = [r for r in rows if "error" not in r]
+    if not compared:
+        raise RmbgError("no image could be compared; see the errors above.")
+    summary = {
+        "images": len(compared),
+        "failed": len(rows) - len(compared),
+        "mean_mae": float(np.mean([r["mae"] for r in compared])),
+        "worst_mae": max(r["mae"] for r in compared),
+        "max_abs_diff": max(r["max_abs_diff"] for r in compared),
+        "mean_iou_at_half": float(np.mean([r["iou_at_half"] for r in compared])),
+        "min_iou_at_half": min(r["iou_at_half"] for r in compared),
+        "mean_share_over_8": float(np.mean([r["share_over_8"] for r in compared])),
+        "a": f"{remover_a.spec.folder} ({remover_a.backend_name})",
+        "b": f"{remover_b.spec.folder} ({remover_b.backend_name})",
+    }
+    sheet_rows = []
+    for row in worst_rows(compared, "mae", worst):
+        path, a, b = masks[row["image"]]
+        panels = [load_image(path), Image.fromarray(a, "L"), Image.fromarray(b, "L"), error_map(a, b)]
+        sheet_rows.append((f"{row['image']}  MAE {row['mae']:.5f}", panels))
+    sheet = contact_sheet(sheet_rows, ["image", "A", "B", "|A - B|"]) if worst else None
+    write_report(out, f"rmbg compare: {images}", summary, rows, sheet)
+    return summary
