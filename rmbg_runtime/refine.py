@@ -24,10 +24,13 @@ def _running_mean(values: np.ndarray, size: int) -> np.ndarray:
     """Window mean along axis 0 from one cumulative sum: out[i] = (S[i + size] - S[i]) / size."""
     length = values.shape[0]
     pad = [(size // 2 + 1, size - 1 - size // 2)] + [(0, 0)] * (values.ndim - 1)
-    padded = np.pad(values, pad, mode="reflect")  # reflect-101, as OpenCV's default border
-    padded[0] = 0  # one leading zero makes the first window's sum a plain difference
-    sums = np.cumsum(padded, axis=0, dtype=np.float32)
-    return (sums[size : size + length] - sums[:length]) * np.float32(1 / size)
+    sums = np.pad(values, pad, mode="reflect")  # reflect-101, as OpenCV's default border
+    sums[0] = 0  # one leading zero makes the first window's sum a plain difference
+    for row in range(1, sums.shape[0]):  # in place, row by row: 2-3x faster than cumsum(axis=0)
+        np.add(sums[row - 1], sums[row], out=sums[row])
+    mean = np.subtract(sums[size : size + length], sums[:length])
+    mean *= np.float32(1 / size)
+    return mean
 
 
 def _blur_fusion(image, foreground, background, alpha, size: int) -> tuple[np.ndarray, np.ndarray]:

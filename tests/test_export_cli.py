@@ -17,6 +17,8 @@ from safetensors.torch import save_file
 
 from rmbg_export.files import atomic_output, sha256_file
 
+pytestmark = pytest.mark.slow  # exports in subprocesses: minutes on 2 cores; CI runs them
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LEGACY = "swin_v1_t_legacy_b1_512x512"
 

@@ -18,6 +18,8 @@ from synthetic import composite
 from rmbg_runtime.evaluation.pairs import pair_by_stem
 from rmbg_runtime.evaluation.run import evaluate, read_mask
 
+pytestmark = pytest.mark.slow  # whole-dataset runs: minutes on 2 cores; CI runs them
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RMBG = [sys.executable, "-c", "from rmbg_runtime.cli import main; main()"]
 

@@ -21,6 +21,8 @@ from PIL import Image
 
 from rmbg_runtime import Remover
 
+pytestmark = pytest.mark.slow  # real servers: minutes on 2 cores; CI runs them
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120
 
