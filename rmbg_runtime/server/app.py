@@ -8,6 +8,7 @@ its batcher, never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from concurrent.futures import Future
@@ -26,6 +27,7 @@ from .limits import BodyLimit, BodyTooLarge, too_large_message
 from .metrics import Metrics
 from .settings import ServerSettings
 
+log = logging.getLogger("rmbg.serve")
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp"}
 RETRY_AFTER_S = 1
 DISCONNECT_POLL_S = 0.05
@@ -182,6 +184,9 @@ async def handle(state: ServerState, request: Request, endpoint: str, parse) -> 
         response = error_response(HttpError(504, detail))
     except RmbgError as err:
         response = error_response(HttpError(500, f"inference failed: {err}"))
+    except Exception:  # a bug must cost one request, not the process
+        log.exception("request to %s failed", endpoint)
+        response = error_response(HttpError(500, "internal error; the server log has the details."))
     finally:
         state.in_flight -= 1
         metrics.in_flight.dec()
