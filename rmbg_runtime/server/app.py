@@ -18,11 +18,11 @@ import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import HTTPException
 from fastapi.responses import JSONResponse, Response
-from PIL import ImageColor
 
 from ..batching import QueueFull
 from ..errors import ImageError, RmbgError
 from ..pipeline import OutputOptions, Pipeline, Result
+from ..remover import parse_color
 from .limits import BodyLimit, BodyTooLarge, too_large_message
 from .metrics import Metrics
 from .settings import ServerSettings
@@ -74,9 +74,9 @@ def parse_background(value: str | None) -> tuple[int, int, int] | None:
     if value is None:
         return None
     try:
-        return ImageColor.getrgb(value)[:3]
-    except ValueError:
-        raise HttpError(422, f"background {value!r} is not a colour name or #rrggbb.") from None
+        return parse_color(value)
+    except RmbgError as err:
+        raise HttpError(422, str(err)) from None
 
 
 def parse_rembg_color(value: str | None) -> tuple[int, int, int, int] | None:
