@@ -70,10 +70,6 @@ class Batcher:
         self._worker = threading.Thread(target=self._loop, name="rmbg-inference", daemon=True)
         self._worker.start()
 
-    @property
-    def depth(self) -> int:
-        return len(self._queue)
-
     def submit(self, tensor: np.ndarray) -> Future:
         """Queue one (3, H, W) image; raises QueueFull when `max_queue` images wait beyond the batch
         being gathered."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from .errors import RmbgError
 from .files import write_atomically
 from .images import DEFAULT_MAX_PIXELS
-from .pipeline import DEFAULT_PNG_COMPRESS_LEVEL, FORMATS, OutputOptions
+from .pipeline import DEFAULT_PNG_COMPRESS_LEVEL, FORMATS, OutputOptions, Pipeline
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif"}
 
@@ -179,7 +179,9 @@ def build_cli():
         if skip_existing:
             jobs = [j for j in jobs if j.target is None or not j.target.exists()]
         options = OutputOptions(mask_only, color, fmt, png_compress_level, refine)
-        pipeline = open_pipeline(model_dir, backend, batch_size, threads, max_pixels)
+        pipeline = Pipeline.open(
+            model_dir, backend, threads=threads, max_batch=batch_size, max_pixels=max_pixels
+        )
         try:
             failures = _run_jobs(pipeline, jobs, options, Progress(len(jobs), not quiet and len(jobs) > 1))
         finally:
@@ -191,17 +193,6 @@ def build_cli():
     _add_serve(cli, click)
     _add_quality(cli, click)
     return cli
-
-
-def open_pipeline(model_dir, backend: str, batch_size: int | None, threads: int | None, max_pixels: int):
-    from .backends import open_backend
-    from .metadata import read_model_spec
-    from .pipeline import Pipeline
-
-    spec = read_model_spec(model_dir)
-    opened = open_backend(spec, backend, threads=threads)
-    max_batch = max(1, min(batch_size or opened.max_batch, opened.max_batch))
-    return Pipeline(spec, opened, max_batch=max_batch, threads=threads, max_pixels=max_pixels)
 
 
 def _run_jobs(pipeline, jobs: list[Job], options: OutputOptions, progress: Progress) -> int:

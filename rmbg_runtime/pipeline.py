@@ -16,16 +16,17 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 from PIL import Image
 
-from .backends import Backend
+from .backends import Backend, open_backend
 from .batching import Batcher, BatchObserver, BatchResult
 from .errors import RmbgError
 from .images import DEFAULT_MAX_PIXELS, ImageInput, load_image
-from .metadata import ModelSpec
+from .metadata import ModelSpec, read_model_spec
 from .processing import composite, cut_out, postprocess, preprocess
 from .refine import refine_foreground
 
@@ -134,6 +135,21 @@ class Pipeline:
             max_queue=max_queue,
             observer=observer,
         )
+
+    @classmethod
+    def open(
+        cls,
+        model_dir: str | Path,
+        backend: str = "auto",
+        *,
+        device_id: int = 0,
+        threads: int | None = None,
+        **options,
+    ) -> Pipeline:
+        """The export in `model_dir` on `backend`; `options` as for the constructor."""
+        spec = read_model_spec(model_dir)
+        opened = open_backend(spec, backend, device_id=device_id, threads=threads)
+        return cls(spec, opened, threads=threads, **options)
 
     # ---- stages (each runs in the calling thread) ----------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +41,31 @@ def remover_predict(remover) -> Predict:
     return predict
 
 
+class WorstImages:
+    """The `count` images with the largest error and their two masks, kept while the run goes, so
+    the contact sheet needs no second prediction and memory stays bounded by `count`."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self._heap, self._order = count, [], itertools.count()
+
+    def offer(self, error: float, path: Path, a: np.ndarray, b: np.ndarray) -> None:
+        if self.count:
+            heapq.heappush(self._heap, (error, next(self._order), path, a, b))
+            if len(self._heap) > self.count:
+                heapq.heappop(self._heap)
+
+    def sheet(self, titles: list[str], label: str) -> Image.Image:
+        """One row per kept image, worst first: the image, mask a, mask b, |a - b|."""
+        rows = [
+            (
+                f"{path.name}  {label} {error:.5f}",
+                [load_image(path), Image.fromarray(a, "L"), Image.fromarray(b, "L"), error_map(a, b)],
+            )
+            for error, _, path, a, b in sorted(self._heap, key=lambda item: item[0], reverse=True)
+        ]
+        return contact_sheet(rows, titles)
+
+
 def chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -59,8 +86,10 @@ def evaluate(
     hce: bool = True,
     save_masks: Path | None = None,
     progress: Progress | None = None,
+    worst: WorstImages | None = None,
 ) -> tuple[dict, list[dict]]:
-    """Dataset summary and per-image rows; a prediction or mask that fails is reported in its row."""
+    """Dataset summary and per-image rows; a prediction or mask that fails is reported in its row.
+    `worst` keeps the images with the largest MAE for the contact sheet."""
     metrics, rows = DisMetrics(hce), []
     progress = progress or Progress(len(pairs))
     start = time.perf_counter()
@@ -73,10 +102,14 @@ def evaluate(
             continue
         for (image, mask), pred in zip(chunk, predictions, strict=True):
             gt = read_mask(mask)
-            rows.append({"image": image.name, **metrics.step(pred, gt)})
+            pred = to_gt_size(pred, gt)
+            figures = metrics.step(pred, gt)
+            rows.append({"image": image.name, **figures})
+            if worst is not None:
+                worst.offer(figures["MAE"], image, gt, pred)
             if save_masks is not None:
                 save_masks.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(to_gt_size(pred, gt), "L").save(save_masks / f"{image.stem}.png")
+                Image.fromarray(pred, "L").save(save_masks / f"{image.stem}.png")
         progress.step(len(chunk))
     evaluated = [r for r in rows if "error" not in r]
     if not evaluated:
@@ -96,45 +129,23 @@ def birefnet_layout(save_masks: Path, model_dir: Path, images: Path) -> Path:
     return save_masks / model_dir.resolve().name / testset
 
 
-def worst_rows(rows: list[dict], key: str, count: int, reverse: bool = True) -> list[dict]:
-    ranked = sorted((r for r in rows if key in r), key=lambda r: r[key], reverse=reverse)
-    return ranked[:count]
-
-
-def eval_sheet(worst: list[dict], pairs: dict[str, tuple[Path, Path]], predict: Predict) -> Image.Image:
-    rows = []
-    for row in worst:
-        image, mask = pairs[row["image"]]
-        gt = read_mask(mask)
-        pred = to_gt_size(predict([image])[0], gt)
-        panels = [
-            load_image(image),
-            Image.fromarray(gt, "L"),
-            Image.fromarray(pred, "L"),
-            error_map(pred, gt),
-        ]
-        rows.append((f"{row['image']}  MAE {row['MAE']:.4f}", panels))
-    return contact_sheet(rows, ["image", "ground truth", "prediction", "|error|"])
-
-
 def run_eval(
     remover, images: Path, masks: Path, out: Path, *, worst: int = 8, hce: bool = True,
     save_masks: Path | None = None, progress: Callable[[int, int], None] | None = None,
 ) -> dict:  # fmt: skip
     pairs, unmatched = pair_by_stem(images, masks)
-    predict = remover_predict(remover)
     target = birefnet_layout(save_masks, Path(remover.spec.folder), images) if save_masks else None
+    kept = WorstImages(worst)
     summary, rows = evaluate(
-        pairs, predict, batch=remover.backend.max_batch, hce=hce, save_masks=target,
-        progress=Progress(len(pairs), progress or (lambda _d, _t: None)),
+        pairs, remover_predict(remover), batch=remover.backend.max_batch, hce=hce, save_masks=target,
+        progress=Progress(len(pairs), progress or (lambda _d, _t: None)), worst=kept,
     )  # fmt: skip
     summary |= {
         "model": str(remover.spec.folder),
         "backend": remover.backend_name,
         "images_without_mask": len(unmatched),
     }
-    by_name = {image.name: (image, mask) for image, mask in pairs}
-    sheet = eval_sheet(worst_rows(rows, "MAE", worst), by_name, predict) if worst else None
+    sheet = kept.sheet(["image", "ground truth", "prediction", "|error|"], "MAE") if worst else None
     write_report(out, f"rmbg eval: {images}", summary, rows, sheet)
     return summary
 
@@ -146,7 +157,7 @@ def run_compare(
     files = sorted(images_in(images).values()) if images.is_dir() else [images]
     predict_a, predict_b = remover_predict(remover_a), remover_predict(remover_b)
     tracker = Progress(len(files), progress or (lambda _d, _t: None))
-    rows, masks = [], {}
+    rows, kept = [], WorstImages(worst)
     for path in files:
         try:
             a, b = predict_a([path])[0], predict_b([path])[0]
@@ -154,7 +165,7 @@ def run_compare(
             rows.append({"image": path.name, "error": str(err)})
         else:
             rows.append({"image": path.name, **mask_differences(a, b)})
-            masks[path.name] = (path, a, b)
+            kept.offer(rows[-1]["mae"], path, a, b)
         tracker.step()
     compared = [r for r in rows if "error" not in r]
     if not compared:
@@ -171,11 +182,6 @@ def run_compare(
         "a": f"{remover_a.spec.folder} ({remover_a.backend_name})",
         "b": f"{remover_b.spec.folder} ({remover_b.backend_name})",
     }
-    sheet_rows = []
-    for row in worst_rows(compared, "mae", worst):
-        path, a, b = masks[row["image"]]
-        panels = [load_image(path), Image.fromarray(a, "L"), Image.fromarray(b, "L"), error_map(a, b)]
-        sheet_rows.append((f"{row['image']}  MAE {row['mae']:.5f}", panels))
-    sheet = contact_sheet(sheet_rows, ["image", "A", "B", "|A - B|"]) if worst else None
+    sheet = kept.sheet(["image", "A", "B", "|A - B|"], "MAE") if worst else None
     write_report(out, f"rmbg compare: {images}", summary, rows, sheet)
     return summary

@@ -8,12 +8,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from ..batching import BatchObserver
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, max_batch: int) -> None:
+    def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
         self.requests = Counter(
             "rmbg_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=registry
@@ -26,9 +27,8 @@ class Metrics:
             "rmbg_stage_seconds", "Time per image in each pipeline stage", ["stage"],
             buckets=LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
-        buckets = tuple(range(1, max_batch + 1))
         self.batch_size = Histogram(
-            "rmbg_batch_size", "Images per backend call", buckets=buckets, registry=registry
+            "rmbg_batch_size", "Images per backend call", buckets=BATCH_BUCKETS, registry=registry
         )
         self.queue_depth = Gauge("rmbg_queue_depth", "Images waiting for inference", registry=registry)
         self.in_flight = Gauge("rmbg_images_in_flight", "Requests admitted, not answered", registry=registry)

@@ -7,28 +7,10 @@ from __future__ import annotations
 import logging
 import signal
 
-from ..backends import open_backend
-from ..batching import BatchObserver
-from ..metadata import read_model_spec
 from ..pipeline import Pipeline
 from .settings import ServerSettings
 
 log = logging.getLogger("rmbg.serve")
-
-
-def build_pipeline(settings: ServerSettings, observer: BatchObserver | None = None) -> Pipeline:
-    spec = read_model_spec(settings.model_dir)
-    backend = open_backend(spec, settings.backend, device_id=settings.device_id)
-    return Pipeline(
-        spec,
-        backend,
-        max_batch=settings.max_batch,
-        max_delay_s=settings.max_delay_ms / 1000,
-        max_queue=settings.max_queue,
-        threads=settings.threads,
-        max_pixels=settings.max_pixels,
-        observer=observer,
-    )
 
 
 def serve(settings: ServerSettings) -> None:
@@ -37,9 +19,18 @@ def serve(settings: ServerSettings) -> None:
     from .app import create_app
     from .metrics import Metrics
 
-    spec = read_model_spec(settings.model_dir)  # refuse a bad folder before anything else
-    metrics = Metrics(min(settings.max_batch or spec.max_batch, spec.max_batch))
-    pipeline = build_pipeline(settings, metrics.observer())
+    metrics = Metrics()
+    pipeline = Pipeline.open(  # a bad folder or backend is refused here, before the port is bound
+        settings.model_dir,
+        settings.backend,
+        device_id=settings.device_id,
+        threads=settings.threads,
+        max_batch=settings.max_batch,
+        max_delay_s=settings.max_delay_ms / 1000,
+        max_queue=settings.max_queue,
+        max_pixels=settings.max_pixels,
+        observer=metrics.observer(),
+    )
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(message)s")
     log.info(
         "serving %s with %s: max batch %d, max delay %g ms, max queue %d, %d CPU threads",
