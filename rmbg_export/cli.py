@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from rmbg_runtime.errors import RmbgError
+
 from .errors import ExportError
 from .model import BACKBONES
 from .onnx.trace import DEFAULT_OPSET
@@ -153,6 +155,40 @@ def preflight(folder: Path, version: str, precision: str, weak_typing: bool) -> 
     click.echo(f"{graph.name}: every node is supported by TensorRT {version}; {plan.describe()}{plugin}.")
 
 
+@cli.command()
+@click.argument("export_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--repository",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Triton model repository to write into (other models there are left alone).",
+)
+@click.option("--name", default="rmbg", show_default=True, help="Ensemble name (and prefix).")
+@click.option(
+    "--network",
+    type=click.Choice(["tensorrt", "onnxruntime", "python"]),
+    default="tensorrt",
+    show_default=True,
+    help="tensorrt: the engine as a plan; onnxruntime: a graph; python: rmbg_runtime's own backends.",
+)
+@click.option("--kind", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True)
+@click.option("--instances", default=1, show_default=True, help="Network instances per device.")
+@click.option("--pre-post-instances", default=2, show_default=True, help="CPU instances of pre and post.")
+@click.option("--max-queue-delay-us", default=5000, show_default=True, help="Dynamic batcher's wait.")
+@click.option("--preferred-batch", type=int, multiple=True, help="Preferred batch size (repeatable).")
+@click.option("--threads", type=int, default=None, help="Intra-op threads per CPU network instance.")
+@click.option("--ort-tensorrt", is_flag=True, help="ORT backend: TensorRT accelerator, fp16, cached.")
+@click.option("--ort-tensorrt-cache", default="/tmp/rmbg-ort-trt-cache", show_default=True)
+@click.option("--max-pixels", type=int, default=None, help="Largest decoded image (default: the runtime's).")
+def triton(export_dir: Path, repository: Path, preferred_batch: tuple[int, ...], **kw) -> None:
+    """Write a Triton Inference Server model repository for the export in EXPORT_DIR."""
+    from .triton.configs import TritonOptions
+    from .triton.repository import write_repository
+
+    options = TritonOptions(preferred_batch=tuple(preferred_batch), **kw)
+    write_repository(export_dir, repository, options, log=click.echo)
+
+
 def _interrupt_on_sigterm() -> None:
     """Treat SIGTERM like Ctrl-C, so temporary files are removed on the way out."""
 
@@ -172,7 +208,7 @@ def main() -> None:
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
-    except ExportError as err:
+    except (ExportError, RmbgError) as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(1)
     except OSError as err:  # a full disk, a read-only folder, a name taken by a folder

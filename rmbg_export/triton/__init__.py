@@ -1,0 +1,1 @@
+"""`rmbg-export triton`: a Triton Inference Server model repository from an export's model.json."""

@@ -1,0 +1,202 @@
+"""The config of each model in the repository, as dicts for `pbtxt.config_text`.
+
+Every fact comes from model.json (names, input size, data types, max batch) or from the engine's
+record in it (profile, TensorRT version); nothing is typed in by the user twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rmbg_runtime.metadata import ModelSpec
+from rmbg_runtime.triton import CUTOUT, ENSEMBLE_INPUT, MASK, PIXELS, PROBABILITY, RGB
+
+from ..errors import ExportError
+from .pbtxt import Enum
+
+NETWORKS = ("tensorrt", "onnxruntime", "python")
+KINDS = ("gpu", "cpu")
+TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8"}
+RUNNERS = {
+    "tensorrt": {"platform": "tensorrt_plan"},
+    "onnxruntime": {"platform": "onnxruntime_onnx"},
+    "python": {"backend": "python"},  # rmbg_runtime's own backends (TensorRT, ONNX Runtime)
+}
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    name: str = "rmbg"
+    network: str = "tensorrt"
+    kind: str = "gpu"
+    instances: int = 1
+    pre_post_instances: int = 2
+    max_queue_delay_us: int = 5000
+    preferred_batch: tuple[int, ...] = ()
+    threads: int | None = None  # intra-op threads per CPU network instance
+    ort_tensorrt: bool = False
+    ort_tensorrt_cache: str = "/tmp/rmbg-ort-trt-cache"
+    max_pixels: int | None = None
+
+    def model_names(self) -> dict[str, str]:
+        n = self.name
+        return {"ensemble": n, "pre": f"{n}_pre", "network": f"{n}_network", "post": f"{n}_post"}
+
+
+def validate(spec: ModelSpec, options: TritonOptions) -> None:
+    if options.network not in NETWORKS:
+        raise ExportError(f"--network {options.network} is unknown; use one of {', '.join(NETWORKS)}.")
+    if options.kind not in KINDS:
+        raise ExportError(f"--kind {options.kind} is unknown; use gpu or cpu.")
+    if options.network == "tensorrt" and not spec.engine:
+        raise ExportError(
+            f"{spec.folder} holds no TensorRT engine (it was exported with --onnx-only); run rmbg-export "
+            "without --onnx-only on the serving GPU, or pick --network onnxruntime or python."
+        )
+    if options.network == "tensorrt" and options.kind == "cpu":
+        raise ExportError("a TensorRT engine runs only on a GPU; use --kind gpu, or --network onnxruntime.")
+    if options.ort_tensorrt and (options.network != "onnxruntime" or options.kind != "gpu"):
+        raise ExportError("--ort-tensorrt applies to --network onnxruntime --kind gpu only.")
+    if options.instances < 1 or options.pre_post_instances < 1:
+        raise ExportError("--instances and --pre-post-instances must be at least 1.")
+    if options.max_queue_delay_us < 0:
+        raise ExportError(f"--max-queue-delay-us {options.max_queue_delay_us} must not be negative.")
+    too_big = [b for b in options.preferred_batch if not 1 <= b <= network_max_batch(spec)]
+    if too_big:
+        raise ExportError(
+            f"--preferred-batch {too_big[0]} lies outside 1..{network_max_batch(spec)}, the export's batch "
+            "range; pick sizes within it or re-export with a larger --max-batch."
+        )
+
+
+def network_max_batch(spec: ModelSpec) -> int:
+    """The export's max batch, capped by the engine's optimisation profile where there is one."""
+    if spec.engine and spec.engine.get("profile"):
+        return min(spec.max_batch, int(spec.engine["profile"]["max"][0]))
+    return spec.max_batch
+
+
+def onnx_graph_precision(spec: ModelSpec, options: TritonOptions) -> str:
+    """fp32 on CPUs (ONNX Runtime CPU computes fp16 in fp32 anyway) and for ORT's TensorRT
+    accelerator (which makes its own fp16 engine); the mixed fp16 graph for ORT's CUDA provider."""
+    if options.kind == "gpu" and not options.ort_tensorrt and "fp16" in spec.graphs:
+        return "fp16"
+    return "fp32"
+
+
+def tensor(name: str, dtype: str, dims: list[int]) -> dict:
+    return {"name": name, "data_type": Enum(dtype), "dims": dims}
+
+
+def triton_type(spec: ModelSpec, side: str) -> str:
+    dtype = spec.raw[side].get("dtype", "float32")
+    if dtype not in TRITON_TYPES:
+        raise ExportError(f"model.json's {side} dtype {dtype} has no Triton type; re-export the model.")
+    return TRITON_TYPES[dtype]
+
+
+def string_parameters(values: dict) -> list[dict]:
+    return [{"key": k, "value": {"string_value": str(v)}} for k, v in values.items() if v is not None]
+
+
+def instance_group(count: int, kind: str) -> list[dict]:
+    return [{"count": count, "kind": Enum("KIND_GPU" if kind == "gpu" else "KIND_CPU")}]
+
+
+def network_config(spec: ModelSpec, options: TritonOptions) -> dict:
+    config = {
+        "name": options.model_names()["network"],
+        **RUNNERS[options.network],
+        "max_batch_size": network_max_batch(spec),
+        "input": [tensor(spec.input_name, triton_type(spec, "input"), [3, spec.height, spec.width])],
+        "output": [tensor(spec.output_name, triton_type(spec, "output"), [1, spec.height, spec.width])],
+        "dynamic_batching": {
+            "preferred_batch_size": list(options.preferred_batch),
+            "max_queue_delay_microseconds": options.max_queue_delay_us,
+        },
+        "instance_group": instance_group(options.instances, options.kind),
+    }
+    config.update(_network_extras(spec, options))
+    return config
+
+
+def _network_extras(spec: ModelSpec, options: TritonOptions) -> dict:
+    if options.network == "tensorrt":
+        engine = spec.engine
+        facts = {"tensorrt_version": engine.get("tensorrt_version"), "built_on_gpu": engine.get("gpu_name")}
+        return {"parameters": string_parameters(facts)}
+    if options.network == "python":
+        backend = "auto" if options.kind == "gpu" else "onnxruntime-cpu"
+        return {"parameters": string_parameters({"backend": backend, "threads": options.threads})}
+    extras: dict = {}
+    if options.threads:
+        extras["parameters"] = string_parameters({"intra_op_thread_count": options.threads})
+    if options.ort_tensorrt:
+        accelerator = {
+            "name": "tensorrt",
+            "parameters": [
+                {"key": "precision_mode", "value": "FP16"},
+                {"key": "max_workspace_size_bytes", "value": str(4 << 30)},
+                {"key": "trt_engine_cache_enable", "value": "1"},
+                {"key": "trt_engine_cache_path", "value": options.ort_tensorrt_cache},
+            ],
+        }
+        extras["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [accelerator]}}
+    return extras
+
+
+def pre_config(spec: ModelSpec, options: TritonOptions) -> dict:
+    return {
+        "name": options.model_names()["pre"],
+        "backend": "python",
+        "max_batch_size": 1,  # one encoded image per request; the network's batcher batches
+        "input": [tensor(ENSEMBLE_INPUT, "TYPE_STRING", [1])],
+        "output": [
+            tensor(PIXELS, triton_type(spec, "input"), [3, spec.height, spec.width]),
+            tensor(RGB, "TYPE_UINT8", [-1, -1, 3]),
+        ],
+        "instance_group": instance_group(options.pre_post_instances, "cpu"),
+        "parameters": string_parameters({"max_pixels": options.max_pixels}),
+    }
+
+
+def post_config(spec: ModelSpec, options: TritonOptions) -> dict:
+    return {
+        "name": options.model_names()["post"],
+        "backend": "python",
+        "max_batch_size": 1,
+        "input": [
+            tensor(PROBABILITY, triton_type(spec, "output"), [1, spec.height, spec.width]),
+            tensor(RGB, "TYPE_UINT8", [-1, -1, 3]),
+        ],
+        "output": [tensor(MASK, "TYPE_UINT8", [-1, -1]), tensor(CUTOUT, "TYPE_STRING", [1])],
+        "instance_group": instance_group(options.pre_post_instances, "cpu"),
+    }
+
+
+def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> dict:
+    """One ensemble step; maps go from the model's tensor name to the ensemble's tensor name."""
+    return {
+        "model_name": model,
+        "model_version": -1,
+        "input_map": [{"key": k, "value": v} for k, v in inputs.items()],
+        "output_map": [{"key": k, "value": v} for k, v in outputs.items()],
+    }
+
+
+def ensemble_config(spec: ModelSpec, options: TritonOptions) -> dict:
+    names = options.model_names()
+    return {
+        "name": names["ensemble"],
+        "platform": "ensemble",
+        "max_batch_size": 1,
+        "input": [tensor(ENSEMBLE_INPUT, "TYPE_STRING", [1])],
+        "output": [tensor(MASK, "TYPE_UINT8", [-1, -1]), tensor(CUTOUT, "TYPE_STRING", [1])],
+        "ensemble_scheduling": {
+            "step": [
+                _step(names["pre"], {ENSEMBLE_INPUT: ENSEMBLE_INPUT}, {PIXELS: "pixels", RGB: "rgb"}),
+                _step(names["network"], {spec.input_name: "pixels"}, {spec.output_name: "probability"}),
+                _step(names["post"], {PROBABILITY: "probability", RGB: "rgb"}, {MASK: MASK, CUTOUT: CUTOUT}),
+            ]
+        },
+    }
