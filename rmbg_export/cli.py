@@ -87,6 +87,16 @@ def parse_resolution(_ctx, _param, value: str) -> tuple[int, int]:
 )
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Check each stage's numbers.")
 @click.option("--onnx-only", is_flag=True, help="Stop after the ONNX stage (no GPU or TensorRT needed).")
+@click.option(
+    "--cpu-int8",
+    is_flag=True,
+    help="Also write model_int8.onnx for ONNX Runtime CPU (static QDQ), gated against fp32.",
+)
+@click.option(
+    "--calibration-images",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Photos to calibrate the int8 graph on (default: synthetic images, a weak calibration).",
+)
 @click.option("--workspace-gib", type=float, default=None, help="TensorRT workspace limit in GiB.")
 @click.option(
     "--opt-level",

@@ -19,6 +19,7 @@ SCHEMA_VERSION = 1
 METADATA_NAME = "model.json"
 FP32_GRAPH_NAME = "model.onnx"
 FP16_GRAPH_NAME = "model_fp16.onnx"
+INT8_GRAPH_NAME = "model_int8.onnx"  # ONNX Runtime CPU only (QDQ)
 ENGINE_NAME = "model.engine"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import ExportError
 from .files import atomic_output, sha256_file, write_json
-from .metadata import FP16_GRAPH_NAME, FP32_GRAPH_NAME, METADATA_NAME, base_metadata
+from .metadata import FP16_GRAPH_NAME, FP32_GRAPH_NAME, INT8_GRAPH_NAME, METADATA_NAME, base_metadata
 from .onnx.trace import DEFAULT_OPSET
 
 PRECISIONS = ("fp16", "fp32")
@@ -37,6 +37,8 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     verify: bool = True
     onnx_only: bool = False
+    cpu_int8: bool = False  # also an int8 graph for ONNX Runtime CPU, gated against fp32
+    calibration_images: Path | None = None
     engine: dict = field(default_factory=dict)  # TensorRT builder settings, see tensorrt.plan
 
 
@@ -52,6 +54,8 @@ def validate(options: ExportOptions) -> None:
         raise ExportError(f"--precision {options.precision} is unknown; use fp16 or fp32.")
     if options.deform_conv == "native" and options.opset < 19:
         raise ExportError(f"--deform-conv native needs --opset 19 or later (got {options.opset}).")
+    if options.calibration_images is not None and not options.cpu_int8:
+        raise ExportError("--calibration-images calibrates the int8 graph; add --cpu-int8.")
     if options.opset < 17:
         raise ExportError(f"--opset {options.opset} is too old: LayerNormalization needs 17 or later.")
 
@@ -86,7 +90,8 @@ class ExportRun:
         self.options, self.log, self.out = options, log, options.output
         self.fp16 = options.precision == "fp16"
         verify_stages = options.verify * (1 + self.fp16)
-        self.stages = Stages(2 + verify_stages + self.fp16 + (not options.onnx_only), log)
+        int8 = options.cpu_int8
+        self.stages = Stages(2 + verify_stages + self.fp16 + int8 + (not options.onnx_only), log)
         self.inputs = _verification_inputs(options)
         self.fp32_outputs: list = []  # the fp32 graph on self.inputs, set by its check
         self.meta: dict = {}
@@ -100,6 +105,8 @@ class ExportRun:
         del model  # the graphs are all that later stages need
         if self.fp16:
             self.export_fp16()
+        if self.options.cpu_int8:
+            self.export_int8()
         if not self.options.onnx_only:
             self.build_engine()
         write_json(self.out / METADATA_NAME, self.meta)
@@ -159,6 +166,46 @@ class ExportRun:
                 f"IoU@0.5 {agreement.iou_at_half:.5f}, finite {agreement.finite}"
             )
             self.meta["parity"]["fp16_onnx_vs_fp32_onnx"] = agreement.as_dict()
+
+    def export_int8(self) -> None:
+        from .onnx.int8 import check_int8_graph, quantise
+
+        int8_path = self.out / INT8_GRAPH_NAME
+        batches, source, inputs, references = self._int8_calibration_and_gate_inputs()
+
+        def quantise_and_check():
+            with atomic_output(int8_path) as partial:  # a graph that fails its gate is never renamed
+                info = quantise(self.out / FP32_GRAPH_NAME, partial, batches, source)
+                return info, check_int8_graph(partial, inputs, references)
+
+        title = "quantise int8 graph for ONNX Runtime CPU and check it"
+        info, agreement = self.stages.run(title, quantise_and_check)
+        self.log(
+            f"      {info.quantised_nodes} layers int8, {info.float_nodes} kept float; vs fp32: mask MAE "
+            f"{agreement.mask_mae:.2e}, max |diff| {agreement.max_abs_diff:.2e}, "
+            f"IoU@0.5 {agreement.iou_at_half:.5f}"
+        )
+        entry = {"path": INT8_GRAPH_NAME, "sha256": sha256_file(int8_path), "runs_on": "onnxruntime-cpu"}
+        self.meta["onnx"]["graphs"]["int8"] = entry | info.as_dict()
+        self.meta["parity"]["int8_onnx_vs_fp32_onnx"] = agreement.as_dict()
+
+    def _int8_calibration_and_gate_inputs(self):
+        """Calibration batches, their description, and the gate's inputs with the fp32 graph's
+        outputs on them: the export's check images, plus the user's photos when given."""
+        from .onnx.int8 import calibration_batches
+        from .onnx.verify import run_graph
+
+        o, fp32_path = self.options, self.out / FP32_GRAPH_NAME
+        batches, source = calibration_batches(o.calibration_images, o.height, o.width)
+        inputs, references = list(self.inputs), self.fp32_outputs or run_graph(fp32_path, self.inputs)
+        if o.calibration_images is None:
+            self.log(
+                "      calibrating on synthetic images, a weak calibration: pass --calibration-images "
+                "with photos like the ones you will process"
+            )
+        else:
+            inputs, references = inputs + batches, references + run_graph(fp32_path, batches)
+        return batches, source, inputs, references
 
     def build_engine(self) -> None:
         from .tensorrt.build import build_engine_stage

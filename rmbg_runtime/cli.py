@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .backends import PRECISIONS
 from .errors import RmbgError
 from .files import write_atomically
 from .images import DEFAULT_MAX_PIXELS
@@ -143,6 +144,11 @@ def build_cli():
         show_default=True,
         help="Refuse larger images (decompression-bomb guard).",
     )
+    @click.option(
+        "--precision",
+        type=click.Choice(PRECISIONS),
+        help="ONNX graph for ONNX Runtime [CPU: int8 if exported, else fp32; CUDA: the export's].",
+    )
     @click.option("--refine", is_flag=True, help="Estimate foreground colours at soft edges (hair, fur).")
     @click.option("--threads", type=int, default=None, help="Threads for decoding and encoding.")
     @click.option(
@@ -164,6 +170,7 @@ def build_cli():
         skip_existing,
         backend,
         max_pixels,
+        precision,
         refine,
         threads,
         png_compress_level,
@@ -180,7 +187,12 @@ def build_cli():
             jobs = [j for j in jobs if j.target is None or not j.target.exists()]
         options = OutputOptions(mask_only, color, fmt, png_compress_level, refine)
         pipeline = Pipeline.open(
-            model_dir, backend, threads=threads, max_batch=batch_size, max_pixels=max_pixels
+            model_dir,
+            backend,
+            threads=threads,
+            precision=precision,
+            max_batch=batch_size,
+            max_pixels=max_pixels,
         )
         try:
             failures = _run_jobs(pipeline, jobs, options, Progress(len(jobs), not quiet and len(jobs) > 1))
@@ -231,6 +243,11 @@ def _add_serve(cli, click) -> None:
     @click.option("--port", type=click.IntRange(0, 65535), default=defaults.port, show_default=True)
     @click.option("--backend", default=defaults.backend, show_default=True)
     @click.option("--device-id", type=int, default=defaults.device_id, show_default=True)
+    @click.option(
+        "--precision",
+        type=click.Choice(PRECISIONS),
+        help="ONNX graph for ONNX Runtime [CPU: int8 if exported, else fp32; CUDA: the export's].",
+    )
     @click.option("--max-batch", type=click.IntRange(min=1), help="Images per backend call [export's max].")
     @click.option(
         "--max-delay-ms",
@@ -301,7 +318,7 @@ def _add_quality(cli, click) -> None:
     @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval-report"),
                   show_default=True)  # fmt: skip
     @click.option("--backend", default="auto", show_default=True)
-    @click.option("--precision", type=click.Choice(["fp32", "fp16"]), help="ONNX graph for ONNX Runtime.")
+    @click.option("--precision", type=click.Choice(PRECISIONS), help="ONNX graph for ONNX Runtime.")
     @click.option(
         "--worst", type=click.IntRange(min=0), default=8, show_default=True, help="Rows in worst.png."
     )
@@ -327,8 +344,8 @@ def _add_quality(cli, click) -> None:
     @click.argument("images", type=click.Path(exists=True, path_type=Path))
     @click.option("--backend-a", default="auto", show_default=True)
     @click.option("--backend-b", default="auto", show_default=True)
-    @click.option("--precision-a", type=click.Choice(["fp32", "fp16"]), help="ONNX graph A runs in ORT.")
-    @click.option("--precision-b", type=click.Choice(["fp32", "fp16"]), help="ONNX graph B runs in ORT.")
+    @click.option("--precision-a", type=click.Choice(PRECISIONS), help="ONNX graph A runs in ORT.")
+    @click.option("--precision-b", type=click.Choice(PRECISIONS), help="ONNX graph B runs in ORT.")
     @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("compare-report"),
                   show_default=True)  # fmt: skip
     @click.option("--worst", type=click.IntRange(min=0), default=8, show_default=True)

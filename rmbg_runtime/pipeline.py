@@ -144,11 +144,13 @@ class Pipeline:
         *,
         device_id: int = 0,
         threads: int | None = None,
+        precision: str | None = None,
         **options,
     ) -> Pipeline:
-        """The export in `model_dir` on `backend`; `options` as for the constructor."""
+        """The export in `model_dir` on `backend` (`precision`: the ONNX graph ONNX Runtime runs);
+        `options` as for the constructor."""
         spec = read_model_spec(model_dir)
-        opened = open_backend(spec, backend, device_id=device_id, threads=threads)
+        opened = open_backend(spec, backend, device_id=device_id, threads=threads, precision=precision)
         return cls(spec, opened, threads=threads, **options)
 
     # ---- stages (each runs in the calling thread) ----------------------------------------------

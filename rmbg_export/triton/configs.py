@@ -77,9 +77,12 @@ def network_max_batch(spec: ModelSpec) -> int:
 
 
 def onnx_graph_precision(spec: ModelSpec, options: TritonOptions) -> str:
-    """fp32 on CPUs (ONNX Runtime CPU computes fp16 in fp32 anyway) and for ORT's TensorRT
-    accelerator (which makes its own fp16 engine); the mixed fp16 graph for ORT's CUDA provider."""
-    if options.kind == "gpu" and not options.ort_tensorrt and "fp16" in spec.graphs:
+    """On CPUs the int8 graph where the export made one (it passed its gate), else fp32 (ONNX Runtime
+    CPU computes fp16 in fp32 anyway); fp32 for ORT's TensorRT accelerator (it makes its own fp16
+    engine); the mixed fp16 graph for ORT's CUDA provider."""
+    if options.kind == "cpu":
+        return "int8" if "int8" in spec.graphs else "fp32"
+    if not options.ort_tensorrt and "fp16" in spec.graphs:
         return "fp16"
     return "fp32"
 

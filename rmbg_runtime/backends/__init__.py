@@ -15,6 +15,7 @@ from ..errors import BackendUnavailable
 from ..metadata import ModelSpec
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
+PRECISIONS = ("fp32", "fp16", "int8")  # the ONNX graphs an export may hold (int8: ONNX Runtime CPU)
 ALIASES = {
     "trt": "tensorrt",
     "ort-cuda": "onnxruntime-cuda",
@@ -41,7 +42,7 @@ def open_backend(
     verify_files: bool = True,
     precision: str | None = None,
 ) -> Backend:
-    """`precision` picks the ONNX graph for ONNX Runtime (fp32 / fp16); TensorRT runs its engine."""
+    """`precision` picks the ONNX graph for ONNX Runtime (PRECISIONS); TensorRT runs its engine."""
     name = ALIASES.get(name, name)
     if name not in BACKENDS:
         raise BackendUnavailable(f"backend {name!r} is unknown; choose one of {', '.join(BACKENDS)}.")

@@ -1,4 +1,5 @@
-"""ONNX Runtime backend (CPU or CUDA). The fp32 graph on CPU; the export's precision on CUDA."""
+"""ONNX Runtime backend (CPU or CUDA). On the CPU the int8 graph where the export made one (it
+passed the export's accuracy gate against fp32), else fp32; on CUDA the export's precision."""
 
 from __future__ import annotations
 
@@ -40,6 +41,12 @@ def preload_cuda_libraries(ort) -> None:
             pass
 
 
+def default_precision(spec: ModelSpec, device: str) -> str:
+    if device == "cuda":
+        return spec.precision if spec.precision in spec.graphs else "fp32"
+    return "int8" if "int8" in spec.graphs else "fp32"  # int8 graphs are QDQ for the CPU provider
+
+
 class OnnxRuntimeBackend:
     def __init__(
         self,
@@ -51,15 +58,14 @@ class OnnxRuntimeBackend:
         verify_files: bool = True,
         precision: str | None = None,
     ) -> None:
-        """`precision`: which graph to run; default fp32 on the CPU, the export's precision on CUDA."""
+        """`precision`: which graph to run (fp32 / fp16 / int8); default: `default_precision`."""
         ort = _import_ort()
         if device == "cuda" and not cuda_provider_available():
             raise BackendUnavailable(
                 f"ONNX Runtime has no CUDA provider here (onnxruntime {ort.__version__}); {INSTALL_GPU}, "
                 "or pick the onnxruntime-cpu backend."
             )
-        if precision is None:
-            precision = spec.precision if device == "cuda" and spec.precision in spec.graphs else "fp32"
+        precision = precision or default_precision(spec, device)
         path = spec.graph_path(precision)
         entry = spec.graphs[precision]
         if verify_files:

@@ -25,6 +25,7 @@ def serve(settings: ServerSettings) -> None:
         settings.backend,
         device_id=settings.device_id,
         threads=settings.threads,
+        precision=settings.precision,
         max_batch=settings.max_batch,
         max_delay_s=settings.max_delay_ms / 1000,
         max_queue=settings.max_queue,

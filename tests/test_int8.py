@@ -1,0 +1,115 @@
+"""The int8 graph for ONNX Runtime CPU: made by the export, gated against fp32, picked by the runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import export_fixture_model
+from PIL import Image
+
+from rmbg_export.errors import ExportError
+from rmbg_export.onnx.int8 import FLOAT_MODULES, INT8_MAX_MAE
+from rmbg_export.onnx.verify import synthetic_images
+from rmbg_runtime import Remover
+from rmbg_runtime.metadata import read_model_spec, sha256_file
+
+pytestmark = pytest.mark.slow  # two exports with calibration: about a minute on 2 cores
+
+
+@pytest.fixture(scope="module")
+def int8_model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("int8")
+    return export_fixture_model(
+        folder, height=256, width=256, max_batch=2, precision="fp32", onnx_only=True, cpu_int8=True
+    )
+
+
+def test_int8_graph_passes_its_gate_and_is_recorded(int8_model_dir):
+    meta = json.loads((int8_model_dir / "model.json").read_text())
+    entry = meta["onnx"]["graphs"]["int8"]
+    assert entry["sha256"] == sha256_file(int8_model_dir / entry["path"])
+    assert "synthetic" in entry["calibration"]
+    parity = meta["parity"]["int8_onnx_vs_fp32_onnx"]
+    assert parity["finite"] and parity["mask_mae"] <= INT8_MAX_MAE
+
+
+def test_float_islands_stay_float(int8_model_dir):
+    """Attention MatMuls, the sampling-position convs, the input-patch blocks and conv_out keep
+    float weights and float inputs; the rest of the Convs and weight MatMuls are quantised."""
+    graph = onnx.load(str(int8_model_dir / "model_int8.onnx")).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    dequantised = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    weights = {init.name for init in graph.initializer}
+    quantised, kept = 0, 0
+    for node in graph.node:
+        if node.op_type not in ("Conv", "MatMul"):
+            continue
+        from_dq = [i in dequantised for i in node.input[:2]]
+        activation_matmul = node.op_type == "MatMul" and not any(
+            i in weights
+            or (
+                i in producer
+                and producer[i].op_type == "DequantizeLinear"
+                and producer[i].input[0] in weights
+            )
+            for i in node.input
+        )
+        if activation_matmul or any(f"/{m}" in node.name for m in FLOAT_MODULES):
+            assert not any(from_dq), node.name
+            kept += 1
+        else:
+            assert all(from_dq), node.name
+            quantised += 1
+    assert quantised > 50 and kept > 100
+    assert not [n for n in graph.node if n.op_type == "DeformConv" and any(i in dequantised for i in n.input)]
+
+
+def test_runtime_picks_int8_on_cpu_unless_told_fp32(int8_model_dir):
+    int8 = Remover(int8_model_dir, "onnxruntime-cpu")
+    fp32 = Remover(int8_model_dir, "onnxruntime-cpu", precision="fp32")
+    assert "int8" in int8.backend.name and "fp32" in fp32.backend.name
+    batch = synthetic_images(2, 256, 256, seed=42)
+    a, b = int8.backend.run(batch), fp32.backend.run(batch)
+    assert not np.array_equal(a, b)  # a different graph really ran
+    assert float(np.abs(a - b).mean()) <= INT8_MAX_MAE
+
+
+def test_bad_calibration_fails_the_gate_and_leaves_no_int8_claim(tmp_path):
+    """Calibrating on black images squeezes every activation range to nothing: the gate must catch it,
+    and the folder must hold neither model.json nor an int8 graph."""
+    photos = tmp_path / "black"
+    photos.mkdir()
+    for i in range(2):
+        Image.new("RGB", (300, 200)).save(photos / f"black{i}.png")
+    with pytest.raises(ExportError, match="int8 graph's masks differ from fp32 by MAE"):
+        export_fixture_model(
+            tmp_path, height=256, width=256, max_batch=1, precision="fp32", onnx_only=True, verify=False,
+            cpu_int8=True, calibration_images=photos,
+        )  # fmt: skip
+    out = tmp_path / "model"
+    assert not (out / "model.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]
+
+
+def test_calibration_images_need_cpu_int8(tmp_path):
+    with pytest.raises(ExportError, match="add --cpu-int8"):
+        export_fixture_model(tmp_path, height=64, width=64, onnx_only=True, calibration_images=tmp_path)
+
+
+def test_spec_lists_the_int8_graph(int8_model_dir):
+    spec = read_model_spec(int8_model_dir)
+    assert spec.graph_path("int8").name == "model_int8.onnx"
+
+
+def test_triton_cpu_repository_serves_the_int8_graph(int8_model_dir, tmp_path):
+    from rmbg_export.triton.configs import TritonOptions
+    from rmbg_export.triton.repository import write_repository
+
+    options = TritonOptions(network="onnxruntime", kind="cpu")
+    write_repository(int8_model_dir, tmp_path, options, log=lambda _line: None)
+    served = sha256_file(tmp_path / "rmbg_network" / "1" / "model.onnx")
+    assert served == read_model_spec(int8_model_dir).graphs["int8"]["sha256"]
