@@ -82,6 +82,16 @@ def machine() -> dict:
     }
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident memory since its exec (VmHWM). Not ru_maxrss: on Linux that
+    survives exec, so a child started by a large parent would report the parent's size."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 2**20, 2)
+    raise RuntimeError("/proc/self/status has no VmHWM line (Linux only)")
+
+
 def run_child(args: list[str]) -> dict:
     """Run this benchmark in a fresh process (so its peak memory is its own) and parse its JSON."""
     out = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "scripts"), str(ROOT / "tests" / "data")]
 
-from common import machine, markdown_table, run_child, summarize, time_runs  # noqa: E402
+from common import machine, markdown_table, peak_rss_gib, run_child, summarize, time_runs  # noqa: E402
 
 
 def child(args) -> None:
@@ -38,7 +37,7 @@ def child(args) -> None:
     x = np.random.default_rng(5).standard_normal((1, 3, args.resolution, args.resolution)).astype(np.float32)
     stats = summarize(time_runs(lambda: session.run(None, {name: x}), args.runs, args.warmup))
     stats = {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}
-    stats["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    stats["peak_rss_gib"] = peak_rss_gib()
     print(json.dumps(stats))
 
 
@@ -69,8 +68,18 @@ def accuracy(folder: Path, resolution: int) -> dict:
     return mask_agreement(fp32, int8).as_dict()
 
 
+def export_child(args) -> None:
+    """The export in its own process, so that the quantiser's peak memory is measured."""
+    folder = export(args.backbone_child, Path(args.tmp), args)
+    print(json.dumps({"folder": str(folder), "export_peak_rss_gib": peak_rss_gib()}))
+
+
 def measure(backbone: str, args, tmp: Path) -> list[dict]:
-    folder = export(backbone, tmp, args)
+    common = [f"--resolution={args.resolution}", f"--deform-conv={args.deform_conv}"]
+    if args.checkpoint:
+        common.append(f"--checkpoint={args.checkpoint}")
+    exported = run_child([__file__, *common, f"--backbone-child={backbone}", f"--tmp={tmp}"])
+    folder = Path(exported["folder"])
     passthrough = [f"--resolution={args.resolution}", f"--runs={args.runs}", f"--warmup={args.warmup}"]
     passthrough.append(f"--threads={args.threads}")
     rows = []
@@ -82,6 +91,7 @@ def measure(backbone: str, args, tmp: Path) -> list[dict]:
     agreement = accuracy(folder, args.resolution)
     int8["mask_mae"] = f"{agreement['mask_mae']:.2e}"
     int8["max_abs_diff"] = f"{agreement['max_abs_diff']:.2e}"
+    int8["export_peak_rss_gib"] = exported["export_peak_rss_gib"]
     int8["calibration_gate_mae"] = json.loads((folder / "model.json").read_text())["parity"][
         "int8_onnx_vs_fp32_onnx"
     ]["mask_mae"]
@@ -101,20 +111,24 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("cpu_int8"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
+    parser.add_argument("--backbone-child", help=argparse.SUPPRESS)
+    parser.add_argument("--tmp", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args)
+    if args.backbone_child:
+        return export_child(args)
     rows = []
+    args.out.mkdir(parents=True, exist_ok=True)
     for backbone in args.backbones:
         with tempfile.TemporaryDirectory(prefix="cpu_int8-") as tmp:
             rows += measure(backbone, args, Path(tmp))
-    report = {"machine": machine(), "resolution": args.resolution, "runs": args.runs, "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "cpu_int8.json").write_text(json.dumps(report, indent=2) + "\n")
+        report = {"machine": machine(), "resolution": args.resolution, "runs": args.runs, "rows": rows}
+        (args.out / "cpu_int8.json").write_text(json.dumps(report, indent=2) + "\n")  # after each backbone
     columns = [
         ("backbone", "backbone"), ("graph", "graph"), ("DeformConv", "deform_conv"), ("median s", "median_s"),
         ("p90 s", "p90_s"), ("x fp32", "ratio_vs_fp32"), ("peak RSS GiB", "peak_rss_gib"),
-        ("mask MAE", "mask_mae"), ("max |diff|", "max_abs_diff"),
+        ("mask MAE", "mask_mae"), ("max |diff|", "max_abs_diff"), ("export RSS GiB", "export_peak_rss_gib"),
     ]  # fmt: skip
     cpu = report["machine"]
     table = markdown_table(rows, columns)

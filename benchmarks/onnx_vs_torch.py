@@ -1,6 +1,6 @@
 """ONNX Runtime CPU against PyTorch eager on the same model and input, side by side in one run.
 
-Each configuration runs in its own process, so its peak resident memory (ru_maxrss) is its own.
+Each configuration runs in its own process, so its peak resident memory (VmHWM) is its own.
 Weights do not change the cost, so the model keeps its initial weights unless --checkpoint is given.
 
     python benchmarks/onnx_vs_torch.py --backbone swin_v1_t --resolution 1024 --runs 5
@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table, run_child, summarize, time_runs
+from common import machine, markdown_table, peak_rss_gib, run_child, summarize, time_runs
 
 MODES = ("native", "grid_sample")
 
@@ -57,7 +56,7 @@ def child(args) -> None:
             session.run(None, {name: x})
 
     stats = summarize(time_runs(step, args.runs, args.warmup))
-    stats["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    stats["peak_rss_gib"] = peak_rss_gib()
     print(json.dumps(stats))
 
 
