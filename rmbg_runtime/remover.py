@@ -48,7 +48,7 @@ class Remover:
         precision: str | None = None,
     ) -> None:
         """`backend`: a name (see `rmbg_runtime.backends.BACKENDS`) or an already open backend.
-        `precision`: the ONNX graph ONNX Runtime runs (default fp32 on the CPU)."""
+        `precision`: the ONNX graph ONNX Runtime runs (default on the CPU: int8 if exported, else fp32)."""
         self.spec = read_model_spec(model_dir)
         if isinstance(backend, str):
             backend = open_backend(
