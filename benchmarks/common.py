@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
 
 
 def time_runs(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
@@ -90,6 +92,31 @@ def peak_rss_gib() -> float:
             if line.startswith("VmHWM:"):
                 return round(int(line.split()[1]) / 2**20, 2)
     raise RuntimeError("/proc/self/status has no VmHWM line (Linux only)")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a server under load."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_report(out: Path, stem: str, report: dict, title: str, notes: list[str], table: str) -> None:
+    """`out/stem.json` (the whole report) and `out/stem.md` (title, machine, notes, table); the
+    Markdown is printed too."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    cpu = report["machine"]
+    lines = [
+        f"# {title}",
+        "",
+        f"Machine: {cpu['cpu']}, {cpu['cores']} cores, GPU {cpu['gpu']}.",
+        *notes,
+        "",
+        table,
+    ]
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def run_child(args: list[str]) -> dict:

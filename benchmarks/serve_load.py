@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,16 +24,10 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table, percentile
+from common import free_port, machine, markdown_table, percentile, write_report
 from latency import synthetic_photo_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mib(pid: int) -> float:
@@ -209,30 +202,20 @@ def main() -> None:
         "soak": soak,
         "server_exit_code": server.returncode,
     }
-    write_report(report, args.out)
+    write_serve_report(report, args.out)
 
 
-def write_report(report: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "serve_load.json").write_text(json.dumps(report, indent=2) + "\n")
+def write_serve_report(report: dict, out: Path) -> None:
     columns = [
         ("concurrency", "concurrency"), ("requests", "requests"), ("ok", "ok"), ("img/s", "throughput_rps"),
         ("p50 s", "p50_s"), ("p90 s", "p90_s"), ("p99 s", "p99_s"), ("mean batch", "mean_batch"),
         ("statuses", "statuses"), ("RSS start MiB", "rss_start_mib"), ("RSS end MiB", "rss_end_mib"),
     ]  # fmt: skip
-    cpu = report["machine"]
-    lines = [
-        f"# rmbg serve load: {report['model']}",
-        "",
-        f"Machine: {cpu['cpu']}, {cpu['cores']} cores, GPU {cpu['gpu']}.",
-        f"Image: {report['image']}. Server args: {' '.join(report['server_args']) or '(defaults)'}.",
-        "",
-        markdown_table(report["levels"], columns),
-    ]
+    notes = [f"Image: {report['image']}. Server args: {' '.join(report['server_args']) or '(defaults)'}."]
+    table = markdown_table(report["levels"], columns)
     if report["soak"]:
-        lines += ["", "Soak:", "", "```", json.dumps(report["soak"], indent=2), "```"]
-    (out / "serve_load.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        table += "\n\nSoak:\n\n```\n" + json.dumps(report["soak"], indent=2) + "\n```"
+    write_report(out, "serve_load", report, f"rmbg serve load: {report['model']}", notes, table)
 
 
 if __name__ == "__main__":

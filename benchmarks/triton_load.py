@@ -13,11 +13,8 @@ compare with `rmbg serve` on the same machine in the same session.
 from __future__ import annotations
 
 import argparse
-import json
-import socket
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,31 +23,8 @@ sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "scripts")]
 
 import local_tritonserver  # noqa: E402
 import triton_client  # noqa: E402
-from common import machine, markdown_table  # noqa: E402
+from common import free_port, machine, markdown_table, write_report  # noqa: E402
 from latency import synthetic_photo_bytes  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, server, limit_s: float = 300) -> None:
-    import tritonclient.http as httpclient
-
-    client = httpclient.InferenceServerClient(url)
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit("error: tritonserver exited while starting; see its log in the work folder.")
-        try:
-            if client.is_server_ready() and client.is_model_ready("rmbg"):
-                return
-        except Exception:  # noqa: BLE001 - refused while starting
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"error: tritonserver was not ready within {limit_s:.0f} s.")
 
 
 def level(url: str, image: Path, concurrency: int, requests: int) -> dict:
@@ -101,12 +75,11 @@ def main() -> None:
             server = local_tritonserver.start(args.env, work / "repo", http_port, grpc_port, work, log=log)
         try:
             url = f"127.0.0.1:{http_port}"
-            wait_ready(url, server)
+            local_tritonserver.wait_until_ready(server, url, "rmbg", log_path=work / "tritonserver.log")
             level(url, image, 1, 2)  # warm-up: first inference allocates ONNX Runtime's arena
             rows = [level(url, image, c, args.requests) for c in args.concurrency]
         finally:
-            server.terminate()
-            server.wait(timeout=120)
+            local_tritonserver.stop(server)
     report = {
         "machine": machine(),
         "model": str(args.model),
@@ -114,29 +87,21 @@ def main() -> None:
         "max_queue_delay_us": args.max_queue_delay_us,
         "levels": rows,
     }
-    write_report(report, args.out)
+    write_triton_report(report, args.out)
 
 
-def write_report(report: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "triton_load.json").write_text(json.dumps(report, indent=2) + "\n")
+def write_triton_report(report: dict, out: Path) -> None:
     columns = [
         ("concurrency", "concurrency"), ("requests", "requests"), ("ok", "ok"), ("img/s", "throughput_rps"),
         ("p50 s", "p50_s"), ("p90 s", "p90_s"), ("p99 s", "p99_s"), ("mean batch", "mean_batch"),
         ("batches", "batches"),
     ]  # fmt: skip
-    cpu = report["machine"]
-    lines = [
-        f"# Triton ensemble load: {report['model']}",
-        "",
-        f"Machine: {cpu['cpu']}, {cpu['cores']} cores, GPU {cpu['gpu']}.",
+    notes = [
         f"Image: {report['image']}; max queue delay {report['max_queue_delay_us']} us; "
-        "python network on ONNX Runtime CPU.",
-        "",
-        markdown_table(report["levels"], columns),
+        "python network on ONNX Runtime CPU."
     ]
-    (out / "triton_load.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    title = f"Triton ensemble load: {report['model']}"
+    write_report(out, "triton_load", report, title, notes, markdown_table(report["levels"], columns))
 
 
 if __name__ == "__main__":

@@ -195,16 +195,17 @@ class ExportRun:
         from .onnx.int8 import calibration_batches
         from .onnx.verify import run_graph
 
-        o, fp32_path = self.options, self.out / FP32_GRAPH_NAME
+        o = self.options
         batches, source = calibration_batches(o.calibration_images, o.height, o.width)
-        inputs, references = list(self.inputs), self.fp32_outputs or run_graph(fp32_path, self.inputs)
         if o.calibration_images is None:
             self.log(
                 "      calibrating on synthetic images, a weak calibration: pass --calibration-images "
                 "with photos like the ones you will process"
             )
-        else:
-            inputs, references = inputs + batches, references + run_graph(fp32_path, batches)
+        inputs = self.inputs + (batches if o.calibration_images is not None else [])
+        known = self.fp32_outputs  # the fp32 check's outputs, when it ran
+        missing = inputs[len(known) :]
+        references = known + (run_graph(self.out / FP32_GRAPH_NAME, missing) if missing else [])
         return batches, source, inputs, references
 
     def build_engine(self) -> None:

@@ -12,10 +12,8 @@ from pathlib import Path
 from .backends import PRECISIONS
 from .errors import RmbgError
 from .files import write_atomically
-from .images import DEFAULT_MAX_PIXELS
+from .images import DEFAULT_MAX_PIXELS, is_image_file
 from .pipeline import DEFAULT_PNG_COMPRESS_LEVEL, FORMATS, OutputOptions, Pipeline
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif"}
 
 
 @dataclass(frozen=True)
@@ -37,11 +35,7 @@ def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
             raise RmbgError(f"{item} matches no file.")
         for match in map(Path, matches):
             if match.is_dir():
-                found += [
-                    (p, p.relative_to(match))
-                    for p in sorted(match.rglob("*"))
-                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                ]
+                found += [(p, p.relative_to(match)) for p in sorted(match.rglob("*")) if is_image_file(p)]
             elif match.exists():
                 found.append((match, Path(match.name)))
             else:

@@ -13,6 +13,12 @@ ImageInput = str | Path | bytes | bytearray | Image.Image | np.ndarray
 
 EXIF_ORIENTATION = 0x0112
 DEFAULT_MAX_PIXELS = 100_000_000  # a 10000x10000 photo; guards against decompression bombs
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether a folder entry is one of the image files the tools pick up (by suffix)."""
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def describe(source: ImageInput) -> str:

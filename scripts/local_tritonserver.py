@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +111,41 @@ def start(
     backends = backend_folder(install, workdir / "backends")
     argv, environ = server_command(install, repository.resolve(), backends, http_port, grpc_port)
     return subprocess.Popen(argv, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_until_ready(
+    server: subprocess.Popen, url: str, model: str, limit_s: float = 300, log_path: Path | None = None
+) -> None:
+    """Poll Triton's HTTP health and `model`'s readiness; LaunchError (with the log's tail) if the
+    server exits or is not ready within `limit_s`."""
+    import tritonclient.http as httpclient
+
+    def failure(what: str) -> LaunchError:
+        tail = f":\n{log_path.read_text()[-3000:]}" if log_path and log_path.exists() else ""
+        return LaunchError(f"tritonserver {what}{tail}")
+
+    client = httpclient.InferenceServerClient(url)
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise failure(f"exited with code {server.returncode} while starting")
+        try:
+            if client.is_server_ready() and client.is_model_ready(model):
+                return
+        except Exception:  # noqa: BLE001 - connection refused while it starts
+            pass
+        time.sleep(0.5)
+    raise failure(f"was not ready within {limit_s:.0f} s")
+
+
+def stop(server: subprocess.Popen, grace_s: float = 60) -> None:
+    """SIGTERM by PID, then SIGKILL of its process group (the python-backend stubs) if it hangs."""
+    server.terminate()
+    try:
+        server.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
 
 
 def main() -> int:

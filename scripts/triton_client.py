@@ -23,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+from rmbg_runtime.images import is_image_file
 
 
 def image_files(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(p for p in path.iterdir() if is_image_file(p))
         elif path.is_file():
             files.append(path)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from functools import cache
 from pathlib import Path
@@ -15,6 +16,13 @@ sys.path.insert(0, str(DATA))
 import fill  # noqa: E402  (the shared conformance generator, copied into tests/data)
 
 ARCH_FIXTURES = sorted(p.stem for p in DATA.glob("swin_v1_*.json"))
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1, for a server under test."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @cache

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from conftest import free_port
 from PIL import Image
 
 from rmbg_runtime import Remover
@@ -25,12 +26,6 @@ pytestmark = pytest.mark.slow  # real servers: minutes on 2 cores; CI runs them
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_port
 from PIL import Image
 
 from rmbg_export.triton.configs import TritonOptions
@@ -37,12 +36,6 @@ START_TIMEOUT_S = 180
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 import local_tritonserver  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -79,37 +72,12 @@ def triton(exported_model_dir, tmp_path_factory):
     with open(log_path, "wb") as log:
         server = local_tritonserver.start(TRITON_ENV, folder / "repo", http_port, grpc_port, folder, log=log)
     try:
-        wait_ready(server, f"127.0.0.1:{http_port}", log_path)
+        local_tritonserver.wait_until_ready(
+            server, f"127.0.0.1:{http_port}", "rmbg", START_TIMEOUT_S, log_path
+        )
         yield f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
     finally:
-        stop(server)
-
-
-def wait_ready(server: subprocess.Popen, url: str, log_path: Path) -> None:
-    client = httpclient.InferenceServerClient(url)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"tritonserver exited:\n{log_path.read_text()[-3000:]}")
-        try:
-            if client.is_server_ready() and client.is_model_ready("rmbg"):
-                return
-        except Exception:  # noqa: BLE001 - connection refused while it starts
-            pass
-        time.sleep(0.5)
-    raise AssertionError(
-        f"tritonserver was not ready in {START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}"
-    )
-
-
-def stop(server: subprocess.Popen) -> None:
-    """SIGTERM by PID, then SIGKILL of its process group (the python-backend stubs) if it hangs."""
-    server.terminate()
-    try:
-        server.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, 9)
-        server.wait(timeout=30)
+        local_tritonserver.stop(server)
 
 
 def infer(url: str, path: Path) -> dict[str, np.ndarray]:

@@ -133,11 +133,10 @@ def calibration_batches(folder: Path | None, height: int, width: int) -> tuple[l
         images = synthetic_images(SYNTHETIC_CALIBRATION, height, width, seed=1000)
         return [image[None] for image in images], f"{SYNTHETIC_CALIBRATION} synthetic images"
     from rmbg_runtime.errors import ImageError
-    from rmbg_runtime.images import load_image
+    from rmbg_runtime.images import is_image_file, load_image
     from rmbg_runtime.processing import preprocess
 
-    suffixes = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes) if folder.is_dir() else []
+    files = sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
     if not files:
         raise ExportError(
             f"--calibration-images {folder} holds no .jpg/.png/.webp images; point it at your photos."

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rmbg_runtime.backends.onnxruntime import default_precision
 from rmbg_runtime.metadata import ModelSpec
 from rmbg_runtime.triton import CUTOUT, ENSEMBLE_INPUT, MASK, PIXELS, PROBABILITY, RGB
 
@@ -61,10 +62,11 @@ def validate(spec: ModelSpec, options: TritonOptions) -> None:
         raise ExportError("--instances and --pre-post-instances must be at least 1.")
     if options.max_queue_delay_us < 0:
         raise ExportError(f"--max-queue-delay-us {options.max_queue_delay_us} must not be negative.")
-    too_big = [b for b in options.preferred_batch if not 1 <= b <= network_max_batch(spec)]
+    largest = network_max_batch(spec)
+    too_big = [b for b in options.preferred_batch if not 1 <= b <= largest]
     if too_big:
         raise ExportError(
-            f"--preferred-batch {too_big[0]} lies outside 1..{network_max_batch(spec)}, the export's batch "
+            f"--preferred-batch {too_big[0]} lies outside 1..{largest}, the export's batch "
             "range; pick sizes within it or re-export with a larger --max-batch."
         )
 
@@ -77,14 +79,12 @@ def network_max_batch(spec: ModelSpec) -> int:
 
 
 def onnx_graph_precision(spec: ModelSpec, options: TritonOptions) -> str:
-    """On CPUs the int8 graph where the export made one (it passed its gate), else fp32 (ONNX Runtime
-    CPU computes fp16 in fp32 anyway); fp32 for ORT's TensorRT accelerator (it makes its own fp16
-    engine); the mixed fp16 graph for ORT's CUDA provider."""
-    if options.kind == "cpu":
-        return "int8" if "int8" in spec.graphs else "fp32"
-    if not options.ort_tensorrt and "fp16" in spec.graphs:
-        return "fp16"
-    return "fp32"
+    """The graph rmbg_runtime's ONNX Runtime backend would run on that device (int8 on CPUs where the
+    export made one, the export's precision on CUDA), except fp32 for ORT's TensorRT accelerator,
+    which makes its own fp16 engine."""
+    if options.ort_tensorrt:
+        return "fp32"
+    return default_precision(spec, "cpu" if options.kind == "cpu" else "cuda")
 
 
 def tensor(name: str, dtype: str, dims: list[int]) -> dict:

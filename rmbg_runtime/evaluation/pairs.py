@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import RmbgError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".jfif"}
+from ..images import is_image_file
 
 
 def images_in(folder: Path) -> dict[str, Path]:
@@ -15,7 +14,7 @@ def images_in(folder: Path) -> dict[str, Path]:
         raise RmbgError(f"{folder} is not a folder.")
     found: dict[str, Path] = {}
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        if is_image_file(path):
             if path.stem in found:
                 raise RmbgError(f"{found[path.stem]} and {path} share the name {path.stem!r}; rename one.")
             found[path.stem] = path
