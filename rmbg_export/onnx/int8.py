@@ -9,21 +9,41 @@ sums saturate; on this project's AVX2 machine full-range weights gave a mask MAE
 at 256x256, 7-bit weights 4e-3 (VNNI CPUs lose nothing measurable by it, and the graph is the same
 file on every CPU).
 
-What stays float, each measured (fixture Swin-T, 256x256, mask MAE against fp32 with 7-bit weights:
-everything quantised 4.1e-3, with the float islands below 1.3e-3):
+What stays float, each choice measured (fixture Swin-T; mask MAE against fp32 at 256x256 on three
+synthetic images, seconds of ONNX Runtime CPU at 512x512 on this 2-core AVX2 machine):
 - MatMuls of two activations (attention logits q·kᵀ and attention·v): their ranges change per window
   and image, and softmax turns small logit errors into large weight errors;
-- the deformable convs' offset and modulator convolutions: they produce sampling positions, which must
-  stay exact; and the deformable sampling itself (DeformConv or GridSample: no int8 kernels);
-- the input-patch blocks (`ipt_blk`, convolutions over the raw image's pixels) and every `conv_out`
-  (the layers that feed the sigmoid);
+- every `conv_out` (the layers that feed the sigmoid): int8 there raised the MAE from 1.4e-3 to 2.8e-3
+  and the max |diff| from 1e-2 to 0.11;
+- the input-patch blocks (`ipt_blk`, convolutions over the raw image's pixels): int8 there raised the
+  MAE to 1.9e-3 and made the graph slower (1.42 s against 1.28 s);
+- the deformable sampling (DeformConv or GridSample: ONNX Runtime has no int8 kernel for either);
 - Softmax, LayerNormalization, GELU, Sigmoid, Resize: not quantised (statistics and exponentials).
+The deformable convs' offset and modulator convolutions are quantised, outputs included (ONNX Runtime
+fuses a Conv into its int8 kernel only with a quantised output), so the sampling offsets are 8-bit:
+keeping them float changed the MAE by under 1e-5 and cost 8% of the time at 512 (the 7x7 ones make
+98 and 49 channels at a quarter of the input's size). Real weights may differ: the gate decides.
+
+Weights the trace passes through Identity nodes (the backbone's second, half-scale pass reuses the
+first pass's weights) are fed from their initializers first: otherwise the quantiser takes those 51
+Swin linear layers for activation MatMuls and leaves them float (0.93x of fp32's time at 512 with
+them float, 0.79x with them int8).
+
+Calibration is ours, the quantisation ONNX Runtime's: ONNX Runtime's MinMax calibrator appends a
+ReduceMin/ReduceMax pair for each of the ~1000 calibrated tensors and runs that graph in its default
+execution order, which computes the whole network before any reduction, so every calibrated activation
+is alive at once: Swin-L at 1024x1024 went past 20 GB. `minmax_ranges` puts each pair right behind the
+tensor's producer and runs the graph in ONNX Runtime's priority-based (node order) execution, so each
+activation is reduced and freed as it is made (Swin-L 1024: 6.7 GiB); the same ranges then reach
+`quantize_static` through its calibration cache.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
+import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -35,7 +55,7 @@ from ..errors import ExportError
 from .verify import MaskAgreement, mask_agreement, run_graph
 
 QUANTISED_OPS = ("Conv", "MatMul")
-FLOAT_MODULES = ("offset_conv", "modulator_conv", "ipt_blk", "conv_out")  # see the module docstring
+FLOAT_MODULES = ("ipt_blk", "conv_out")  # see the module docstring
 # The gate: mean |alpha difference| against fp32 over the check images. 5e-3 is 1.3 gray levels on
 # average, under what a viewer sees on a cut-out's edge. IoU@0.5 is printed, not gated: where a mask
 # has wide soft regions (as the fixture weights' masks do) a change of 1e-3 flips the 0.5 threshold
@@ -73,15 +93,19 @@ def quantise(fp32_path: Path, int8_path: Path, calibration: Iterable[np.ndarray]
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    graph = onnx.load(str(fp32_path), load_external_data=False).graph
-    input_name = graph.input[0].name
-    kept = float_nodes(graph)
-    with warnings.catch_warnings(), _quiet_quantiser():
-        warnings.simplefilter("ignore")
+    require_calibration_cache(quantize_static)
+    with tempfile.TemporaryDirectory(prefix="rmbg-int8-") as tmp, _quiet_quantiser():
+        model = onnx.load(str(fp32_path))
+        inline_shared_weights(model.graph)
+        kept = float_nodes(model.graph)
+        source_path = Path(tmp) / "fp32.onnx"
+        onnx.save(model, str(source_path))
+        del model
+        ranges = minmax_ranges(source_path, calibration)
         quantize_static(
-            str(fp32_path),
+            str(source_path),
             str(int8_path),
-            calibration_reader(input_name, calibration),
+            calibration_cache_path=_write_calibration_cache(ranges, Path(tmp) / "ranges.json"),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTISED_OPS),
             nodes_to_exclude=kept,
@@ -92,37 +116,123 @@ def quantise(fp32_path: Path, int8_path: Path, calibration: Iterable[np.ndarray]
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
-    quantised = onnx.load(str(int8_path), load_external_data=False).graph
-    weights = {init.name for init in quantised.initializer}
-    count = sum(n.op_type == "DequantizeLinear" and n.input[0] in weights for n in quantised.node)
+    count = len(int8_layers(onnx.load(str(int8_path), load_external_data=False).graph))
     rules = ("MatMul of two activations", *(f"Conv in {m}" for m in FLOAT_MODULES))
     return Int8Graph(quantised_nodes=count, float_nodes=len(kept), float_rules=rules, calibration=source)
 
 
+def int8_layers(graph) -> list[str]:
+    """The Conv and MatMul nodes whose weight arrives int8 (through a DequantizeLinear)."""
+    weights = {init.name for init in graph.initializer}
+    dequantised = {
+        n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights
+    }
+    return [n.name for n in graph.node if n.op_type in QUANTISED_OPS and n.input[1] in dequantised]
+
+
+def inline_shared_weights(graph) -> int:
+    """Feed weights that the trace passed through Identity nodes (the backbone's second, half-scale
+    pass shares the first pass's weights) straight from their initializers, so that the quantiser
+    sees them as weights; returns how many Identity nodes went."""
+    weights = {init.name for init in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    aliases = {
+        n.output[0]: n.input[0]
+        for n in graph.node
+        if n.op_type == "Identity" and n.input[0] in weights and n.output[0] not in outputs
+    }
+    for node in graph.node:
+        node.input[:] = [aliases.get(name, name) for name in node.input]
+    kept = [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in aliases)]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(aliases)
+
+
+def require_calibration_cache(quantize_static) -> None:
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        import onnxruntime
+
+        raise ExportError(
+            f"--cpu-int8 needs onnxruntime 1.27 or newer (this is {onnxruntime.__version__}); "
+            "run pip install -U onnxruntime."
+        )
+
+
+def calibrated_tensors(graph) -> list[str]:
+    """The tensors ONNX Runtime's quantiser needs ranges for: every activation into or out of a
+    Conv or MatMul (a superset of what it quantises: nodes kept float are calibrated too)."""
+    weights = {init.name for init in graph.initializer}
+    names = (t for node in graph.node if node.op_type in QUANTISED_OPS for t in (*node.input, *node.output))
+    return list(dict.fromkeys(t for t in names if t and t not in weights))
+
+
+def minmax_ranges(fp32_path: Path, batches: Iterable[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Min and max of every calibrated tensor over all batches (see the module docstring)."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(fp32_path))
+    tensors = calibrated_tensors(model.graph)
+    outputs = _append_reductions(model.graph, tensors)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as ONNX Runtime's own
+    options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    del model
+    input_name = session.get_inputs()[0].name
+    lowest, highest = None, None
+    for batch in batches:
+        values = session.run(outputs, {input_name: batch})
+        low, high = np.stack(values[0::2]), np.stack(values[1::2])
+        lowest = low if lowest is None else np.minimum(lowest, low)
+        highest = high if highest is None else np.maximum(highest, high)
+    if lowest is None:
+        raise ExportError("no calibration images to calibrate the int8 graph on.")
+    return {name: (lowest[i], highest[i]) for i, name in enumerate(tensors)}
+
+
+def _append_reductions(graph, tensors: list[str]) -> list[str]:
+    """A ReduceMin and a ReduceMax of each tensor, placed right behind its producer, as graph outputs."""
+    from onnx import TensorProto, helper
+
+    wanted = set(tensors)
+
+    def reductions(tensor: str) -> list:
+        ops = ("ReduceMin", "ReduceMax")
+        return [helper.make_node(op, [tensor], [f"{tensor}/rmbg_{op}"], keepdims=0) for op in ops]
+
+    nodes = [r for i in graph.input if i.name in wanted for r in reductions(i.name)]
+    for node in graph.node:
+        nodes += [node, *(r for out in node.output if out in wanted for r in reductions(out))]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    outputs = [f"{t}/rmbg_{op}" for t in tensors for op in ("ReduceMin", "ReduceMax")]
+    graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, []) for name in outputs)
+    return outputs
+
+
+def _write_calibration_cache(ranges: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> str:
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData, save_tensors_data
+
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, ranges), path)
+    return str(path)
+
+
 @contextlib.contextmanager
 def _quiet_quantiser() -> Iterator[None]:
-    """ONNX Runtime's quantiser logs advice through the root logger; the export prints its own lines."""
+    """ONNX Runtime's quantiser logs advice through the root logger and warns; the export prints its
+    own lines."""
     logger = logging.getLogger()
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
     finally:
         logger.setLevel(level)
-
-
-def calibration_reader(input_name: str, batches: Iterable[np.ndarray]):
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches: Iterator[np.ndarray] = iter(batches)
-
-        def get_next(self) -> dict | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {input_name: batch}
-
-    return Reader()
 
 
 def calibration_batches(folder: Path | None, height: int, width: int) -> tuple[list[np.ndarray], str]:
