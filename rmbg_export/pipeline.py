@@ -192,7 +192,7 @@ class ExportRun:
     def _int8_calibration_and_gate_inputs(self):
         """Calibration batches, their description, and the gate's inputs with the fp32 graph's
         outputs on them: the export's check images, plus the user's photos when given."""
-        from .onnx.int8 import calibration_batches
+        from .onnx.calibration import calibration_batches
         from .onnx.verify import run_graph
 
         o = self.options

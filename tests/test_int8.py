@@ -12,7 +12,8 @@ from conftest import export_fixture_model
 from PIL import Image
 
 from rmbg_export.errors import ExportError
-from rmbg_export.onnx.int8 import FLOAT_MODULES, INT8_MAX_MAE, int8_layers, minmax_ranges
+from rmbg_export.onnx.calibration import minmax_ranges
+from rmbg_export.onnx.int8 import FLOAT_MODULES, INT8_MAX_MAE, int8_layers
 from rmbg_export.onnx.verify import synthetic_images
 from rmbg_runtime import Remover
 from rmbg_runtime.metadata import read_model_spec, sha256_file

@@ -29,13 +29,7 @@ first pass's weights) are fed from their initializers first: otherwise the quant
 Swin linear layers for activation MatMuls and leaves them float (0.93x of fp32's time at 512 with
 them float, 0.79x with them int8).
 
-Calibration is ours, the quantisation ONNX Runtime's: ONNX Runtime's MinMax calibrator appends a
-ReduceMin/ReduceMax pair for each of the ~1000 calibrated tensors and runs that graph in its default
-execution order, which computes the whole network before any reduction, so every calibrated activation
-is alive at once: Swin-L at 1024x1024 went past 20 GB. `minmax_ranges` puts each pair right behind the
-tensor's producer and runs the graph in ONNX Runtime's priority-based (node order) execution, so each
-activation is reduced and freed as it is made (Swin-L 1024: 6.7 GiB); the same ranges then reach
-`quantize_static` through its calibration cache.
+Calibration: `calibration.py`.
 """
 
 from __future__ import annotations
@@ -52,16 +46,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError
+from .calibration import QUANTISED_OPS, minmax_ranges, write_calibration_cache
 from .verify import MaskAgreement, mask_agreement, run_graph
 
-QUANTISED_OPS = ("Conv", "MatMul")
 FLOAT_MODULES = ("ipt_blk", "conv_out")  # see the module docstring
 # The gate: mean |alpha difference| against fp32 over the check images. 5e-3 is 1.3 gray levels on
 # average, under what a viewer sees on a cut-out's edge. IoU@0.5 is printed, not gated: where a mask
 # has wide soft regions (as the fixture weights' masks do) a change of 1e-3 flips the 0.5 threshold
 # over whole areas, while the cut-out's alpha barely changes.
 INT8_MAX_MAE = 5e-3
-SYNTHETIC_CALIBRATION = 8
 
 
 @dataclass(frozen=True)
@@ -105,7 +98,7 @@ def quantise(fp32_path: Path, int8_path: Path, calibration: Iterable[np.ndarray]
         quantize_static(
             str(source_path),
             str(int8_path),
-            calibration_cache_path=_write_calibration_cache(ranges, Path(tmp) / "ranges.json"),
+            calibration_cache_path=write_calibration_cache(ranges, Path(tmp) / "ranges.json"),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTISED_OPS),
             nodes_to_exclude=kept,
@@ -159,67 +152,6 @@ def require_calibration_cache(quantize_static) -> None:
         )
 
 
-def calibrated_tensors(graph) -> list[str]:
-    """The tensors ONNX Runtime's quantiser needs ranges for: every activation into or out of a
-    Conv or MatMul (a superset of what it quantises: nodes kept float are calibrated too)."""
-    weights = {init.name for init in graph.initializer}
-    names = (t for node in graph.node if node.op_type in QUANTISED_OPS for t in (*node.input, *node.output))
-    return list(dict.fromkeys(t for t in names if t and t not in weights))
-
-
-def minmax_ranges(fp32_path: Path, batches: Iterable[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Min and max of every calibrated tensor over all batches (see the module docstring)."""
-    import onnx
-    import onnxruntime as ort
-
-    model = onnx.load(str(fp32_path))
-    tensors = calibrated_tensors(model.graph)
-    outputs = _append_reductions(model.graph, tensors)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as ONNX Runtime's own
-    options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    del model
-    input_name = session.get_inputs()[0].name
-    lowest, highest = None, None
-    for batch in batches:
-        values = session.run(outputs, {input_name: batch})
-        low, high = np.stack(values[0::2]), np.stack(values[1::2])
-        lowest = low if lowest is None else np.minimum(lowest, low)
-        highest = high if highest is None else np.maximum(highest, high)
-    if lowest is None:
-        raise ExportError("no calibration images to calibrate the int8 graph on.")
-    return {name: (lowest[i], highest[i]) for i, name in enumerate(tensors)}
-
-
-def _append_reductions(graph, tensors: list[str]) -> list[str]:
-    """A ReduceMin and a ReduceMax of each tensor, placed right behind its producer, as graph outputs."""
-    from onnx import TensorProto, helper
-
-    wanted = set(tensors)
-
-    def reductions(tensor: str) -> list:
-        ops = ("ReduceMin", "ReduceMax")
-        return [helper.make_node(op, [tensor], [f"{tensor}/rmbg_{op}"], keepdims=0) for op in ops]
-
-    nodes = [r for i in graph.input if i.name in wanted for r in reductions(i.name)]
-    for node in graph.node:
-        nodes += [node, *(r for out in node.output if out in wanted for r in reductions(out))]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    outputs = [f"{t}/rmbg_{op}" for t in tensors for op in ("ReduceMin", "ReduceMax")]
-    graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, []) for name in outputs)
-    return outputs
-
-
-def _write_calibration_cache(ranges: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> str:
-    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData, save_tensors_data
-
-    save_tensors_data(TensorsData(CalibrationMethod.MinMax, ranges), path)
-    return str(path)
-
-
 @contextlib.contextmanager
 def _quiet_quantiser() -> Iterator[None]:
     """ONNX Runtime's quantiser logs advice through the root logger and warns; the export prints its
@@ -233,31 +165,6 @@ def _quiet_quantiser() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
-
-
-def calibration_batches(folder: Path | None, height: int, width: int) -> tuple[list[np.ndarray], str]:
-    """The user's photos (decoded and preprocessed as the runtime does), or synthetic images."""
-    from .verify import synthetic_images
-
-    if folder is None:
-        images = synthetic_images(SYNTHETIC_CALIBRATION, height, width, seed=1000)
-        return [image[None] for image in images], f"{SYNTHETIC_CALIBRATION} synthetic images"
-    from rmbg_runtime.errors import ImageError
-    from rmbg_runtime.images import is_image_file, load_image
-    from rmbg_runtime.processing import preprocess
-
-    files = sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
-    if not files:
-        raise ExportError(
-            f"--calibration-images {folder} holds no .jpg/.png/.webp images; point it at your photos."
-        )
-    batches = []
-    for path in files:
-        try:
-            batches.append(preprocess(load_image(path), (width, height))[None])
-        except ImageError as err:
-            raise ExportError(f"calibration image {err}") from None
-    return batches, f"{len(files)} images from {folder}"
 
 
 def check_int8_graph(
