@@ -91,7 +91,7 @@ class ExportRun:
         self.fp16 = options.precision == "fp16"
         verify_stages = options.verify * (1 + self.fp16)
         int8 = options.cpu_int8
-        self.stages = Stages(2 + verify_stages + self.fp16 + int8 + (not options.onnx_only), log)
+        self.stages = Stages(2 + verify_stages + self.fp16 + 2 * int8 + (not options.onnx_only), log)
         self.inputs = _verification_inputs(options)
         self.fp32_outputs: list = []  # the fp32 graph on self.inputs, set by its check
         self.meta: dict = {}
@@ -168,18 +168,31 @@ class ExportRun:
             self.meta["parity"]["fp16_onnx_vs_fp32_onnx"] = agreement.as_dict()
 
     def export_int8(self) -> None:
+        from .onnx.calibration import calibration_batches, minmax_ranges
         from .onnx.int8 import check_int8_graph, quantise
 
-        int8_path = self.out / INT8_GRAPH_NAME
-        batches, source, inputs, references = self._int8_calibration_and_gate_inputs()
+        o, fp32_path, int8_path = self.options, self.out / FP32_GRAPH_NAME, self.out / INT8_GRAPH_NAME
+        batches, source = calibration_batches(o.calibration_images, o.height, o.width)
+        if o.calibration_images is None:
+            self.log(
+                "      calibrating on synthetic images, a weak calibration: pass --calibration-images "
+                "with photos like the ones you will process"
+            )
+        calibration = self.stages.run(
+            f"calibrate int8 ranges on {source}", lambda: minmax_ranges(fp32_path, batches, self.log)
+        )
+        # The gate: the export's check images, plus the user's photos (their fp32 outputs came with
+        # the calibration).
+        inputs, references = self._fp32_references()
+        if o.calibration_images is not None:
+            inputs, references = inputs + batches, references + calibration.outputs
 
         def quantise_and_check():
             with atomic_output(int8_path) as partial:  # a graph that fails its gate is never renamed
-                info = quantise(self.out / FP32_GRAPH_NAME, partial, batches, source)
+                info = quantise(fp32_path, partial, calibration.ranges, source)
                 return info, check_int8_graph(partial, inputs, references)
 
-        title = "quantise int8 graph for ONNX Runtime CPU and check it"
-        info, agreement = self.stages.run(title, quantise_and_check)
+        info, agreement = self.stages.run("quantise int8 graph and check it against fp32", quantise_and_check)
         self.log(
             f"      {info.quantised_nodes} layers int8, {info.float_nodes} kept float; vs fp32: mask MAE "
             f"{agreement.mask_mae:.2e}, max |diff| {agreement.max_abs_diff:.2e}, "
@@ -189,24 +202,13 @@ class ExportRun:
         self.meta["onnx"]["graphs"]["int8"] = entry | info.as_dict()
         self.meta["parity"]["int8_onnx_vs_fp32_onnx"] = agreement.as_dict()
 
-    def _int8_calibration_and_gate_inputs(self):
-        """Calibration batches, their description, and the gate's inputs with the fp32 graph's
-        outputs on them: the export's check images, plus the user's photos when given."""
-        from .onnx.calibration import calibration_batches
+    def _fp32_references(self) -> tuple[list, list]:
+        """The export's check images and the fp32 graph's outputs on them (from its check, when it ran)."""
         from .onnx.verify import run_graph
 
-        o = self.options
-        batches, source = calibration_batches(o.calibration_images, o.height, o.width)
-        if o.calibration_images is None:
-            self.log(
-                "      calibrating on synthetic images, a weak calibration: pass --calibration-images "
-                "with photos like the ones you will process"
-            )
-        inputs = self.inputs + (batches if o.calibration_images is not None else [])
-        known = self.fp32_outputs  # the fp32 check's outputs, when it ran
-        missing = inputs[len(known) :]
-        references = known + (run_graph(self.out / FP32_GRAPH_NAME, missing) if missing else [])
-        return batches, source, inputs, references
+        if len(self.fp32_outputs) == len(self.inputs):
+            return list(self.inputs), list(self.fp32_outputs)
+        return list(self.inputs), run_graph(self.out / FP32_GRAPH_NAME, self.inputs)
 
     def build_engine(self) -> None:
         from .tensorrt.build import build_engine_stage

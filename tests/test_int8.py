@@ -14,7 +14,7 @@ from PIL import Image
 from rmbg_export.errors import ExportError
 from rmbg_export.onnx.calibration import minmax_ranges
 from rmbg_export.onnx.int8 import FLOAT_MODULES, INT8_MAX_MAE, int8_layers
-from rmbg_export.onnx.verify import synthetic_images
+from rmbg_export.onnx.verify import run_graph, synthetic_images
 from rmbg_runtime import Remover
 from rmbg_runtime.metadata import read_model_spec, sha256_file
 
@@ -74,7 +74,8 @@ class FeedsReader:
 
 def test_our_calibration_equals_onnx_runtimes_minmax_calibrater(int8_model_dir, tmp_path):
     """minmax_ranges (reductions beside their producers, node-order execution) must give the ranges
-    ONNX Runtime's own MinMaxCalibrater gives, for every tensor that calibrater chooses."""
+    ONNX Runtime's own MinMaxCalibrater gives, for every tensor that calibrater chooses, and the
+    graph's own outputs."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 
@@ -88,9 +89,12 @@ def test_our_calibration_equals_onnx_runtimes_minmax_calibrater(int8_model_dir, 
     calibrater.collect_data(FeedsReader([{"image": batch} for batch in batches]))
     expected = calibrater.compute_data()
     ours = minmax_ranges(source, batches)
-    assert len(expected.data) > 500 and set(expected.data) <= set(ours)
+    assert len(expected.data) > 500 and set(expected.data) <= set(ours.ranges)
     for name, data in expected.data.items():
-        assert np.array_equal(np.ravel(data.range_value), np.ravel(ours[name])), name
+        assert np.array_equal(np.ravel(data.range_value), np.ravel(ours.ranges[name])), name
+    # The same pass yields the fp32 masks the gate compares the user's photos against.
+    for got, reference in zip(ours.outputs, run_graph(source, batches), strict=True):
+        np.testing.assert_allclose(got, reference, atol=1e-5)
 
 
 def test_runtime_picks_int8_on_cpu_unless_told_fp32(int8_model_dir):

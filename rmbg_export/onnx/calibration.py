@@ -13,7 +13,9 @@ for the calibration pass, 9.2 GiB for the whole export); the same ranges then re
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,14 +59,25 @@ def calibrated_tensors(graph) -> list[str]:
     return list(dict.fromkeys(t for t in names if t and t not in weights))
 
 
-def minmax_ranges(fp32_path: Path, batches: Iterable[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Min and max of every calibrated tensor over all batches (see the module docstring)."""
+@dataclass(frozen=True)
+class Calibration:
+    ranges: dict[str, tuple[np.ndarray, np.ndarray]]  # tensor name -> (min, max) over all batches
+    outputs: list[np.ndarray]  # the fp32 graph's own output on each batch: the gate's references
+
+
+def minmax_ranges(
+    fp32_path: Path, batches: Sequence[np.ndarray], log: Callable[[str], None] = lambda _line: None
+) -> Calibration:
+    """Min and max of every calibrated tensor over all batches (see the module docstring); `log`
+    hears how far it got every half minute."""
     import onnx
     import onnxruntime as ort
 
+    if not batches:
+        raise ExportError("no calibration images to calibrate the int8 graph on.")
     model = onnx.load(str(fp32_path))
     tensors = calibrated_tensors(model.graph)
-    outputs = _append_reductions(model.graph, tensors)
+    fetches = [*_append_reductions(model.graph, tensors), model.graph.output[0].name]
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as ONNX Runtime's own
@@ -72,15 +85,19 @@ def minmax_ranges(fp32_path: Path, batches: Iterable[np.ndarray]) -> dict[str, t
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     del model
     input_name = session.get_inputs()[0].name
-    lowest, highest = None, None
-    for batch in batches:
-        values = session.run(outputs, {input_name: batch})
-        low, high = np.stack(values[0::2]), np.stack(values[1::2])
-        lowest = low if lowest is None else np.minimum(lowest, low)
-        highest = high if highest is None else np.maximum(highest, high)
-    if lowest is None:
-        raise ExportError("no calibration images to calibrate the int8 graph on.")
-    return {name: (lowest[i], highest[i]) for i, name in enumerate(tensors)}
+    lows, highs, outputs = [], [], []
+    reported = time.monotonic()
+    for done, batch in enumerate(batches, start=1):
+        *reductions, output = session.run(fetches, {input_name: batch})
+        lows.append(np.stack(reductions[0::2]))
+        highs.append(np.stack(reductions[1::2]))
+        outputs.append(output)
+        if time.monotonic() - reported > 30 and done < len(batches):
+            log(f"      calibrated on {done} of {len(batches)} images")
+            reported = time.monotonic()
+    lowest, highest = np.min(lows, axis=0), np.max(highs, axis=0)
+    ranges = {name: (lowest[i], highest[i]) for i, name in enumerate(tensors)}
+    return Calibration(ranges, outputs)
 
 
 def _append_reductions(graph, tensors: list[str]) -> list[str]:

@@ -39,14 +39,14 @@ import inspect
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ExportError
-from .calibration import QUANTISED_OPS, minmax_ranges, write_calibration_cache
+from .calibration import QUANTISED_OPS, write_calibration_cache
 from .verify import MaskAgreement, mask_agreement, run_graph
 
 FLOAT_MODULES = ("ipt_blk", "conv_out")  # see the module docstring
@@ -81,20 +81,19 @@ def float_nodes(graph) -> list[str]:
     return kept
 
 
-def quantise(fp32_path: Path, int8_path: Path, calibration: Iterable[np.ndarray], source: str) -> Int8Graph:
-    """Write `int8_path` from the fp32 graph; `calibration` yields (1, 3, H, W) float32 inputs."""
+def quantise(fp32_path: Path, int8_path: Path, ranges: dict, calibration: str) -> Int8Graph:
+    """Write `int8_path` from the fp32 graph with the ranges of `calibration.minmax_ranges`."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     require_calibration_cache(quantize_static)
     with tempfile.TemporaryDirectory(prefix="rmbg-int8-") as tmp, _quiet_quantiser():
         model = onnx.load(str(fp32_path))
-        inline_shared_weights(model.graph)
+        inline_shared_weights(model.graph)  # its tensors are a subset of the fp32 graph's: ranges hold
         kept = float_nodes(model.graph)
         source_path = Path(tmp) / "fp32.onnx"
         onnx.save(model, str(source_path))
         del model
-        ranges = minmax_ranges(source_path, calibration)
         quantize_static(
             str(source_path),
             str(int8_path),
@@ -111,7 +110,7 @@ def quantise(fp32_path: Path, int8_path: Path, calibration: Iterable[np.ndarray]
         )
     count = len(int8_layers(onnx.load(str(int8_path), load_external_data=False).graph))
     rules = ("MatMul of two activations", *(f"Conv in {m}" for m in FLOAT_MODULES))
-    return Int8Graph(quantised_nodes=count, float_nodes=len(kept), float_rules=rules, calibration=source)
+    return Int8Graph(quantised_nodes=count, float_nodes=len(kept), float_rules=rules, calibration=calibration)
 
 
 def int8_layers(graph) -> list[str]:
