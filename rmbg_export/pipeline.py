@@ -7,6 +7,7 @@ interrupted run never looks complete (and a run that fails while loading leaves 
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -168,28 +169,37 @@ class ExportRun:
             self.meta["parity"]["fp16_onnx_vs_fp32_onnx"] = agreement.as_dict()
 
     def export_int8(self) -> None:
-        from .onnx.calibration import calibration_batches, minmax_ranges
-        from .onnx.int8 import check_int8_graph, quantise
+        from .onnx.calibration import calibration_batches
+        from .onnx.int8 import graph_to_quantise
 
-        o, fp32_path, int8_path = self.options, self.out / FP32_GRAPH_NAME, self.out / INT8_GRAPH_NAME
+        o = self.options
         batches, source = calibration_batches(o.calibration_images, o.height, o.width)
         if o.calibration_images is None:
             self.log(
                 "      calibrating on synthetic images, a weak calibration: pass --calibration-images "
                 "with photos like the ones you will process"
             )
-        calibration = self.stages.run(
-            f"calibrate int8 ranges on {source}", lambda: minmax_ranges(fp32_path, batches, self.log)
-        )
+        with tempfile.TemporaryDirectory(prefix="rmbg-int8-") as tmp:
+            self._calibrate_quantise_check(
+                graph_to_quantise(self.out / FP32_GRAPH_NAME, Path(tmp)), batches, source
+            )
+
+    def _calibrate_quantise_check(self, graph: Path, batches: list, source: str) -> None:
+        from .onnx.calibration import minmax_ranges
+        from .onnx.int8 import check_int8_graph, quantise
+
+        int8_path = self.out / INT8_GRAPH_NAME
+        title = f"calibrate int8 ranges on {source}"
+        calibration = self.stages.run(title, lambda: minmax_ranges(graph, batches, self.log))
         # The gate: the export's check images, plus the user's photos (their fp32 outputs came with
         # the calibration).
         inputs, references = self._fp32_references()
-        if o.calibration_images is not None:
+        if self.options.calibration_images is not None:
             inputs, references = inputs + batches, references + calibration.outputs
 
         def quantise_and_check():
             with atomic_output(int8_path) as partial:  # a graph that fails its gate is never renamed
-                info = quantise(fp32_path, partial, calibration.ranges, source)
+                info = quantise(graph, partial, calibration.ranges, source)
                 return info, check_int8_graph(partial, inputs, references)
 
         info, agreement = self.stages.run("quantise int8 graph and check it against fp32", quantise_and_check)

@@ -81,19 +81,26 @@ def float_nodes(graph) -> list[str]:
     return kept
 
 
-def quantise(fp32_path: Path, int8_path: Path, ranges: dict, calibration: str) -> Int8Graph:
-    """Write `int8_path` from the fp32 graph with the ranges of `calibration.minmax_ranges`."""
+def graph_to_quantise(fp32_path: Path, folder: Path) -> Path:
+    """The fp32 graph as the quantiser and the calibration both see it: shared weights inlined (the
+    ranges then come from the graph that runs, prepacked weights and all)."""
+    import onnx
+
+    model = onnx.load(str(fp32_path))
+    inline_shared_weights(model.graph)
+    path = folder / "fp32_inlined.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def quantise(source_path: Path, int8_path: Path, ranges: dict, calibration: str) -> Int8Graph:
+    """Write `int8_path` from `graph_to_quantise`'s graph with the ranges of `minmax_ranges` on it."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     require_calibration_cache(quantize_static)
+    kept = float_nodes(onnx.load(str(source_path), load_external_data=False).graph)
     with tempfile.TemporaryDirectory(prefix="rmbg-int8-") as tmp, _quiet_quantiser():
-        model = onnx.load(str(fp32_path))
-        inline_shared_weights(model.graph)  # its tensors are a subset of the fp32 graph's: ranges hold
-        kept = float_nodes(model.graph)
-        source_path = Path(tmp) / "fp32.onnx"
-        onnx.save(model, str(source_path))
-        del model
         quantize_static(
             str(source_path),
             str(int8_path),
