@@ -193,7 +193,7 @@ class ExportRun:
         calibration = self.stages.run(title, lambda: minmax_ranges(graph, batches, self.log))
         # The gate: the export's check images, plus the user's photos (their fp32 outputs came with
         # the calibration).
-        inputs, references = self._fp32_references()
+        inputs, references = self.inputs, self._fp32_references()
         if self.options.calibration_images is not None:
             inputs, references = inputs + batches, references + calibration.outputs
 
@@ -212,13 +212,11 @@ class ExportRun:
         self.meta["onnx"]["graphs"]["int8"] = entry | info.as_dict()
         self.meta["parity"]["int8_onnx_vs_fp32_onnx"] = agreement.as_dict()
 
-    def _fp32_references(self) -> tuple[list, list]:
-        """The export's check images and the fp32 graph's outputs on them (from its check, when it ran)."""
+    def _fp32_references(self) -> list:
+        """The fp32 graph's outputs on the export's check images (from its check, when it ran)."""
         from .onnx.verify import run_graph
 
-        if len(self.fp32_outputs) == len(self.inputs):
-            return list(self.inputs), list(self.fp32_outputs)
-        return list(self.inputs), run_graph(self.out / FP32_GRAPH_NAME, self.inputs)
+        return list(self.fp32_outputs) or run_graph(self.out / FP32_GRAPH_NAME, self.inputs)
 
     def build_engine(self) -> None:
         from .tensorrt.build import build_engine_stage

@@ -33,6 +33,11 @@ class Backend(Protocol):
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
 
+def batch_slices(total: int, max_batch: int) -> list[slice]:
+    """Consecutive slices of at most max_batch items covering range(total)."""
+    return [slice(start, min(start + max_batch, total)) for start in range(0, total, max_batch)]
+
+
 def open_backend(
     spec: ModelSpec,
     name: str = "auto",

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, ModelError, RmbgError
 from ..metadata import ModelSpec, verify_file
+from . import batch_slices
 from .cuda import DeviceBuffers, check, import_cudart
 
 REBUILD = "rebuild it on this machine with `rmbg-export SOURCE --output DIR`"
@@ -59,11 +60,6 @@ def engine_mismatches(recorded: dict, current: dict) -> list[str]:
 
 def refusal_sentence(engine_name: str, problems: list[str]) -> str:
     return f"{engine_name} was built for {', '.join(problems)}; {REBUILD}."
-
-
-def batch_slices(total: int, max_batch: int) -> list[slice]:
-    """Consecutive slices of at most max_batch items covering range(total)."""
-    return [slice(start, min(start + max_batch, total)) for start in range(0, total, max_batch)]
 
 
 def check_output_shape(actual, expected: tuple[int, ...]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..backends import open_backend
+from ..backends import batch_slices, open_backend
 from ..errors import RmbgError
 from ..images import DEFAULT_MAX_PIXELS, load_image
 from ..metadata import read_model_spec
@@ -104,9 +104,8 @@ class Network(_Model):
         try:
             tensors = [self.input(r, self.input_name) for r in requests]
             batch = np.concatenate(tensors)
-            step = max(1, self.backend.max_batch)
-            chunks = [self.backend.run(batch[i : i + step]) for i in range(0, len(batch), step)]
-            probs = np.concatenate(chunks)
+            parts = batch_slices(len(batch), max(1, self.backend.max_batch))
+            probs = np.concatenate([self.backend.run(batch[part]) for part in parts])
         except (RmbgError, ValueError) as err:
             error = self.pb.TritonError(str(err))
             return [self.pb.InferenceResponse(error=error) for _ in requests]
