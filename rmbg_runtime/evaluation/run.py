@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..errors import RmbgError
 from ..images import load_image
+from ..jobs import check_outputs
 from .differences import mask_differences
 from .metrics import DisMetrics, to_gt_size
 from .pairs import images_in, pair_by_stem
@@ -135,6 +136,12 @@ def run_eval(
 ) -> dict:  # fmt: skip
     pairs, unmatched = pair_by_stem(images, masks)
     target = birefnet_layout(save_masks, Path(remover.spec.folder), images) if save_masks else None
+    if target is not None:
+        check_outputs(
+            [(image, target / f"{image.stem}.png") for image, _ in pairs],
+            "choose a --save-masks folder outside the images and masks",
+            other_inputs=[mask for _, mask in pairs],
+        )
     kept = WorstImages(worst)
     summary, rows = evaluate(
         pairs, remover_predict(remover), batch=remover.backend.max_batch, hce=hce, save_masks=target,
