@@ -233,9 +233,13 @@ def _write_stdout(data: bytes) -> None:
     except OSError as err:
         # The buffered bytes would fail again when Python flushes stdout at exit: send them nowhere.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        reason = "the reader closed it" if isinstance(err, BrokenPipeError) else err.strerror or str(err)
+        if isinstance(err, BrokenPipeError):
+            raise RmbgError(
+                "cannot write to standard output because its reader closed it; let the reading command "
+                "read the whole image, or write to a file with -o FILE.png."
+            ) from None
         raise RmbgError(
-            f"cannot write to standard output ({reason}); redirect it to a file with room."
+            f"cannot write to standard output ({err.strerror or err}); redirect it to a file with room."
         ) from None
 
 

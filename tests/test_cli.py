@@ -370,6 +370,12 @@ def test_standard_output_full_or_closed_is_one_sentence(model, photos):
         preexec_fn=lambda: os.close(1),
     )
     assert closed.returncode == 2 and b"standard output is closed" in closed.stderr, closed.stderr
+    reader_gone = subprocess.Popen(
+        [*RMBG, "remove", *map(str, one)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT
+    )
+    reader_gone.stdout.close()  # like `| head -c 10` exiting early
+    _, stderr = reader_gone.communicate(timeout=300)
+    assert reader_gone.returncode == 1 and b"its reader closed it" in stderr and b"Traceback" not in stderr
 
 
 # ---- issue 23.14: progress lines -----------------------------------------------------------------
