@@ -119,7 +119,7 @@ def build_cli():
         help="Output folder, a .png/.webp file for one input, or - for standard output.",
     )
     @click.option("--mask-only", is_flag=True, help="Write the 8-bit mask instead of the cut-out.")
-    @click.option("--background", help="Composite on this colour (name or #rrggbb) instead of transparency.")
+    @click.option("--background", help="Composite on this colour (name, #rrggbb, or #rrggbbaa: RGBA out).")
     @click.option("--format", "fmt", type=click.Choice(FORMATS), default="png", show_default=True)
     @click.option(
         "--batch-size", type=int, default=None, help="Images per inference call (default: model max)."

@@ -24,6 +24,7 @@ from PIL import (
 from .errors import ImageError, RmbgError
 
 ImageInput = str | Path | bytes | bytearray | Image.Image | np.ndarray
+IMAGE_INPUT_TYPES = (str, Path, bytes, bytearray, Image.Image, np.ndarray)  # for isinstance
 
 EXIF_ORIENTATION = 0x0112
 DEFAULT_MAX_PIXELS = 100_000_000  # a 10000x10000 photo; guards against decompression bombs
@@ -115,7 +116,7 @@ def _stream(source: str | Path | bytes | bytearray, name: str) -> Iterator[Binar
         yield io.BytesIO(source)
         return
     try:
-        stream = open(source, "rb")  # noqa: SIM115 - closed below, after decoding
+        stream = open(source, "rb")  # closed below, after decoding
     except OSError as err:
         raise ImageError(f"{name} does not exist or cannot be read ({err.strerror or err}).") from None
     with stream:
