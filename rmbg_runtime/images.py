@@ -135,7 +135,7 @@ def _open(stream: BinaryIO, name: str, max_pixels: int) -> Image.Image:
         raise
     except UnidentifiedImageError:
         raise ImageError(
-            f"{name} is not an image Pillow can read (an unknown format, or a damaged header)."
+            f"{name} is not an image format Pillow can read (or its header is damaged)."
         ) from None
     except Exception as err:  # noqa: BLE001 - see _damaged
         raise _damaged(name, err) from None
