@@ -51,10 +51,10 @@ def parse_resolution(_ctx, _param, value: str) -> tuple[int, int]:
         parts *= 2
     if len(parts) != 2:
         raise click.BadParameter(f"{value!r} is not a size: use 1024 or HxW such as 768x1024.")
-    if not all(32 <= p <= MAX_RESOLUTION and p % 32 == 0 for p in parts):
+    if max(parts) > MAX_RESOLUTION:  # multiples of 32 are checked with the other options (pipeline.py)
         raise click.BadParameter(
-            f"{value!r}: each side must be a multiple of 32 from 32 to {MAX_RESOLUTION} (BiRefNet is trained "
-            "at 1024, its HR checkpoints at 2048); pick e.g. 1024 or 768x1024."
+            f"{value!r}: each side may be at most {MAX_RESOLUTION} (BiRefNet is trained at 1024, its HR "
+            "checkpoints at 2048); pick e.g. 1024 or 768x1024."
         )
     return parts[0], parts[1]
 
@@ -75,13 +75,7 @@ def parse_resolution(_ctx, _param, value: str) -> tuple[int, int]:
     show_default=True,
     help="Network input size: one number or HxW (height x width), multiples of 32.",
 )
-@click.option(
-    "--max-batch",
-    type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
-    help="Largest batch the graph/engine serves.",
-)
+@click.option("--max-batch", default=4, show_default=True, help="Largest batch the graph/engine serves.")
 @click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
 @click.option(
     "--deform-conv",

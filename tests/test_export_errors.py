@@ -29,13 +29,13 @@ def run_export_cli(*args, env: dict | None = None, timeout: float = 120) -> subp
     )
 
 
-@pytest.mark.parametrize("resolution", ["99968", "4128", "1024x8192", "16", "1000"])
+@pytest.mark.parametrize("resolution", ["99968", "4128", "1024x8192"])
 def test_resolution_out_of_bounds_is_a_usage_error(resolution, tmp_path):
     result = CliRunner().invoke(
         cli, ["export", "x.safetensors", "-o", str(tmp_path), "--resolution", resolution]
     )
     assert result.exit_code == 2
-    assert "multiple of 32 from 32 to 4096" in result.output
+    assert "each side may be at most 4096" in result.output
 
 
 def test_preflight_refuses_a_version_that_is_not_one(tmp_path):
