@@ -113,7 +113,7 @@ def build_cli():
     @click.option(
         "--background",
         callback=color_option,
-        help="Composite on this colour (name or #rrggbb) instead of transparency.",
+        help="Composite on this colour (name, #rrggbb, or #rrggbbaa: RGBA out) instead of transparency.",
     )
     @click.option(
         "--format", "fmt", type=click.Choice(FORMATS), help="Output format [png, or the -o suffix]."
@@ -326,10 +326,24 @@ def _add_serve(cli, click) -> None:
 
 
 def _progress_line(done: int, total: int) -> None:
-    sys.stderr.write(f"\r{done}/{total} images")
-    if done == total:
-        sys.stderr.write("\n")
+    """eval/compare progress: rewritten in place on a terminal; in a log, a line per tenth."""
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r{done}/{total} images" + ("\n" if done == total else ""))
+    elif done == total or done % max(1, total // 10) == 0:
+        sys.stderr.write(f"{done}/{total} images\n")
     sys.stderr.flush()
+
+
+def _error_line(message: str) -> None:
+    """One line per failed image, never glued to an unfinished progress line."""
+    sys.stderr.write(("\n" if sys.stderr.isatty() else "") + f"error: {message}\n")
+    sys.stderr.flush()
+
+
+def _exit_if_failed(summary: dict) -> None:
+    if summary["failed"]:
+        sys.stderr.write(f"{summary['failed']} of {summary['failed'] + summary['images']} images failed.\n")
+        sys.exit(1)
 
 
 def _import_evaluation():
@@ -367,11 +381,20 @@ def _add_quality(cli, click) -> None:
         run = _import_evaluation()
         remover = Remover(model_dir, backend, precision=precision)
         summary = run.run_eval(
-            remover, images, masks, out, worst=worst, hce=hce, save_masks=save_masks, progress=_progress_line
+            remover,
+            images,
+            masks,
+            out,
+            worst=worst,
+            hce=hce,
+            save_masks=save_masks,
+            progress=_progress_line,
+            on_error=_error_line,
         )
         click.echo(f"{summary['images']} images: " + ", ".join(
             f"{k} {summary[k]:.4f}" for k in ("maxFm", "wFm", "MAE", "Sm", "meanEm", "HCE") if k in summary
         ) + f"; report in {out}")  # fmt: skip
+        _exit_if_failed(summary)
 
     @cli.command()
     @click.argument("dir_a", type=folder)
@@ -392,7 +415,9 @@ def _add_quality(cli, click) -> None:
         run = _import_evaluation()
         a = Remover(dir_a, backend_a, precision=precision_a)
         b = Remover(dir_b, backend_b, precision=precision_b)
-        summary = run.run_compare(a, b, images, out, worst=worst, progress=_progress_line)
+        summary = run.run_compare(
+            a, b, images, out, worst=worst, progress=_progress_line, on_error=_error_line
+        )
         s = summary
         click.echo(
             f"{s['images']} images: mean MAE {s['mean_mae']:.2e}, worst {s['worst_mae']:.2e}, max |diff| "
@@ -404,6 +429,7 @@ def _add_quality(cli, click) -> None:
                 err=True,
             )
             sys.exit(1)
+        _exit_if_failed(summary)
 
 
 class Terminated(KeyboardInterrupt):
