@@ -394,6 +394,20 @@ def test_progress_is_plain_lines_off_a_terminal_and_quiet_means_errors_only(mode
     assert lines[1:] == ["1 of 4 images failed."]
 
 
+def read_all(leader: int) -> bytes:
+    """Everything written to a closed pseudo-terminal (one read may return only part of it)."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the follower side is closed and drained
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def test_progress_on_a_terminal_breaks_its_line_before_an_error():
     leader, follower = pty.openpty()
     with os.fdopen(follower, "w") as terminal:
@@ -403,7 +417,7 @@ def test_progress_on_a_terminal_breaks_its_line_before_an_error():
         progress.error("second")
         progress.update(1)
         progress.finish()
-    text = os.read(leader, 4096).decode().replace("\r\n", "\n")
+    text = read_all(leader).decode().replace("\r\n", "\n")
     os.close(leader)
     assert text.startswith("error: first\n\r1/2 images")
     assert "s left \nerror: second\n\r2/2 images" in text and text.endswith("s left \n")
