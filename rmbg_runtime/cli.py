@@ -312,9 +312,11 @@ def _add_serve(cli, click) -> None:
         default=defaults.log_level,
         show_default=True,
     )
+    @click.option("--ui/--no-ui", default=defaults.ui, show_default=True, help="The browser page at /.")
     def serve(**kwargs) -> None:
         """Serve the model over HTTP: POST /v1/remove, rembg's POST /api/remove, /healthz, /readyz,
-        /metrics, /v1/model and /docs. Needs the serve extra: pip install 'rmbg-toolkit[serve]'."""
+        /metrics, /v1/model, /docs and a browser page at /. Needs the serve extra:
+        pip install 'rmbg-toolkit[serve]'."""
         try:
             from .server.run import serve as run_server
         except ImportError as err:
