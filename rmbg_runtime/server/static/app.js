@@ -2,7 +2,7 @@
 // time) and shown as it finishes. Plain ES module, no dependencies: the page must work air-gapped.
 
 const MAX_IN_FLIGHT = 3;
-const MAX_BUSY_RETRIES = 5; // 503s answered by waiting Retry-After and sending again
+const MAX_BUSY_RETRIES = 6; // 503s answered by waiting (Retry-After at least) and sending again
 const KEY_STORAGE = "rmbg-api-key";
 const DEFAULT_OPTIONS = { background: "", maskOnly: false, refine: false, format: "png" };
 const HEADLINES = {
@@ -106,7 +106,8 @@ async function removeBackground(item, options, signal) {
     if (response.status === 401 && (await askForKey(response.key))) continue;
     if (response.status === 503 && busy < MAX_BUSY_RETRIES) {
       busy++;
-      const wait = Math.min(Math.max(Number(response.header("Retry-After")) || 1, 1), 30);
+      // Never sooner than Retry-After; later each time, so a long busy spell costs a few tries.
+      const wait = Math.min(Math.max(Number(response.header("Retry-After")) || 0, 2 ** (busy - 1)), 60);
       showProgress(item, `Server busy: trying again in ${wait} s (${busy} of ${MAX_BUSY_RETRIES})`);
       await sleep(wait, signal);
       continue;
