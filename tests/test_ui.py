@@ -109,7 +109,9 @@ def browser():
 def open_tab(browser, server: Server, **context_options):
     # The page's Content-Security-Policy (checked on its own below) would also block Playwright's
     # evaluations; bypassing it here means any request the page attempts is seen, not blocked.
-    context = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900}, **context_options)
+    context = browser.new_context(
+        bypass_csp=True, accept_downloads=True, viewport={"width": 1280, "height": 900}, **context_options
+    )
     return Tab(context.new_page(), server.url).open()
 
 
@@ -270,6 +272,16 @@ def test_slider_and_controls_re_request_only_their_image(server, tab, tmp_path):
     assert name == "second-mask.webp"
     assert np.array_equal(pixels(data), served(server, second, mask_only="true", format="webp"))
     assert len(tab.posts()) == posts + 5
+
+    # "Download all" saves every finished image under its link's name, with its link's bytes.
+    downloads = []
+    page.on("download", lambda download: downloads.append(download))
+    page.click("#download-all")
+    page.wait_for_timeout(2000)  # the page spaces its clicks out
+    assert sorted(d.suggested_filename for d in downloads) == ["first-mask.webp", "second-mask.webp"]
+    for download in downloads:
+        link = page.locator(f'a.download[download="{download.suggested_filename}"]')
+        assert Path(download.path()).read_bytes() == tab.read(link.get_attribute("href"))
     tab.assert_same_origin()
 
 
