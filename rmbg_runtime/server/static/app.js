@@ -288,7 +288,10 @@ function buildCard(item) {
       request(item);
     });
   }
-  card.retry.addEventListener("click", () => request(item));
+  card.retry.addEventListener("click", () => {
+    keyDeclined = false; // the user acts again: a key may be asked for again
+    request(item);
+  });
   $(".apply-all", root).addEventListener("click", () => applyToAll(item.options));
   $(".remove", root).addEventListener("click", () => removeItem(item));
   return card;
