@@ -138,6 +138,7 @@ function openKeyDialog(reason) {
   $("#key-reason").textContent = reason;
   $("#key-input").value = sessionStorage.getItem(KEY_STORAGE) ?? "";
   $("#key-button").hidden = false;
+  dialog.returnValue = ""; // Escape closes without setting it: an earlier "ok" must not count
   dialog.showModal();
   return new Promise((resolve) => {
     dialog.addEventListener("close", () => {
