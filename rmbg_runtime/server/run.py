@@ -1,6 +1,6 @@
-"""Starting one server process: the model is opened (and refused in one sentence) before uvicorn
-binds its port; SIGTERM / Ctrl-C stop accepting, let requests in flight finish (bounded by
---timeout-s), drain the batcher and exit 0."""
+"""Starting one server process: the model and the API keys are opened (and refused in one sentence)
+before uvicorn binds its port; SIGTERM / Ctrl-C stop accepting, let requests in flight finish
+(bounded by --timeout-s), drain the batcher and exit 0; SIGHUP reloads the API key file."""
 
 from __future__ import annotations
 
@@ -17,8 +17,16 @@ def serve(settings: ServerSettings) -> None:
     import uvicorn
 
     from .app import create_app
+    from .auth import ApiKeys
+    from .connections import (
+        ConnectionLimits,
+        descriptor_bound_connections,
+        guarded_protocol,
+        install_log_filters,
+    )
     from .metrics import Metrics
 
+    keys = ApiKeys(settings.api_key_file)  # a bad key file is refused before the model loads
     metrics = Metrics()
     pipeline = Pipeline.open(  # a bad folder or backend is refused here, before the port is bound
         settings.model_dir,
@@ -33,20 +41,28 @@ def serve(settings: ServerSettings) -> None:
         observer=metrics.observer(),
     )
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(message)s")
+    install_log_filters()
+    max_connections = descriptor_bound_connections(settings.max_connections)
     log.info(
-        "serving %s with %s: max batch %d, max delay %g ms, max queue %d, %d CPU threads",
+        "serving %s with %s: max batch %d, max delay %g ms, max queue %d, %d CPU threads, "
+        "%d connections, API keys %s",
         settings.model_dir, pipeline.backend.name, pipeline.max_batch, settings.max_delay_ms,
-        settings.max_queue, pipeline.threads,
+        settings.max_queue, pipeline.threads, max_connections, "required" if keys.required else "off",
     )  # fmt: skip
+    limits = ConnectionLimits(max_connections, settings.header_timeout_s)
     config = uvicorn.Config(
-        create_app(pipeline, settings, metrics),
+        create_app(pipeline, settings, metrics, keys),
         host=settings.host,
         port=settings.port,
+        http=guarded_protocol(limits),
         log_level=settings.log_level,
         timeout_graceful_shutdown=max(1, int(settings.timeout_s)),
+        timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type] - a float works
         server_header=False,
     )
-    # uvicorn handles SIGTERM (stop accepting, finish requests in flight) and then raises the signal
-    # again for the handler it replaced: after a graceful stop that must not turn into exit 130.
+    # uvicorn handles SIGTERM and SIGINT (stop accepting, finish requests in flight) and then raises
+    # the signal again for the handler it replaced: after a graceful stop that must not turn into
+    # exit 130 or the CLI's message about output files.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
+    signal.signal(signal.SIGINT, lambda _signum, _frame: None)
     uvicorn.Server(config).run()

@@ -25,6 +25,18 @@ class ServerSettings:
     timeout_s: float = 60.0
     png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL
     log_level: str = "info"
+    # Connections: a client must send its request head within header_timeout_s and its body within
+    # read_timeout_s (else 408); idle keep-alive connections close after keep_alive_s; connections
+    # past max_connections are closed at once (the cap also stays below the file-descriptor limit).
+    max_connections: int = 512
+    header_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    keep_alive_s: float = 5.0
+    # Access: API keys (file of one key per line, and/or RMBG_API_KEYS); none means no key needed.
+    api_key_file: str | None = None
+    metrics_need_key: bool = False
+    cors_origins: tuple[str, ...] = ()
+    docs: bool = False  # /docs loads Swagger UI from a public CDN, so it is opt-in
 
     @property
     def max_body_bytes(self) -> int:
