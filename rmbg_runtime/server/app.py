@@ -247,7 +247,8 @@ def body_error(err: Exception, endpoint: str) -> HttpError:
     if isinstance(err, HttpError):
         return err
     if isinstance(err, HTTPException):  # Starlette's, e.g. a malformed multipart body
-        detail = f"the multipart body is malformed: {err.detail}; send the image as one 'file' part."
+        reason = str(err.detail).rstrip(".")
+        detail = f"the multipart body is malformed ({reason}); send the image as one 'file' part."
         return HttpError(err.status_code, detail)
     if isinstance(err, BodyTooLarge):
         return HttpError(413, too_large_message(err.limit), {"Connection": "close"})

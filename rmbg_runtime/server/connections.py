@@ -96,7 +96,9 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
                 return None  # idle or mid-body: the client is gone, close as uvicorn does
             self.half_closed = True
             cycle.keep_alive = False  # close once the answer is written
-            self.transport.write(self.conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+            probe = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+            self.transport.write(self.conn.send(probe))
+            cycle.waiting_for_100_continue = False
             self.loop.call_later(HALF_CLOSE_POLL_S, self._check_peer)
             return True  # keep the socket open for writing
 
