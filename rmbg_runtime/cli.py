@@ -242,7 +242,11 @@ def _add_serve(cli, click) -> None:
         type=click.Choice(PRECISIONS),
         help="ONNX graph for ONNX Runtime [CPU: int8 if exported, else fp32; CUDA: the export's].",
     )
-    @click.option("--max-batch", type=click.IntRange(min=1), help="Images per backend call [export's max].")
+    @click.option(
+        "--max-batch",
+        type=click.IntRange(min=1),
+        help="Images per backend call [CPU: 1; GPU: the export's max].",
+    )
     @click.option(
         "--max-delay-ms",
         type=click.FloatRange(min=0),

@@ -29,8 +29,11 @@ START_TIMEOUT_S = 120
 
 
 class Server:
-    def __init__(self, model_dir: Path, *args: str, log: Path | None = None, env: dict | None = None) -> None:
-        """`log`: the server's output goes to this file, access log included, instead of a pipe."""
+    def __init__(
+        self, model_dir: Path, *args: str, log: Path | None = None, env: dict | None = None, **popen
+    ) -> None:
+        """`log`: the server's output goes to this file, access log included, instead of a pipe;
+        `popen`: more subprocess.Popen arguments."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -40,7 +43,7 @@ class Server:
         output = log.open("wb") if log else subprocess.PIPE
         self.proc = subprocess.Popen(
             command, cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT if log else output,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **(env or {})}, **popen,
         )  # fmt: skip
 
     def wait_ready(self) -> Server:
@@ -81,9 +84,10 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(exported_model_dir):
-    # max batch 3 (the export's), a long gathering window so that concurrent requests share batches,
-    # admission limit 2 + 3 images, 1 MB bodies, 2 MP images.
-    args = ("--max-delay-ms", "50", "--max-queue", "2", "--max-body-mb", "1", "--max-pixels", "2000000")
+    # max batch 3 (the export's; the CPU default is 1), a long gathering window so that concurrent
+    # requests share batches, admission limit 2 + 3 images, 1 MB bodies, 2 MP images.
+    args = ("--max-batch", "3", "--max-delay-ms", "50", "--max-queue", "2", "--max-body-mb", "1")
+    args += ("--max-pixels", "2000000")
     server = Server(exported_model_dir, *args)
     try:
         yield server.wait_ready()

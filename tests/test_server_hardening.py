@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import signal
 import socket
 import string
@@ -227,6 +228,27 @@ def test_connections_past_the_cap_are_refused_at_once(server):
         for sock in opened:
             sock.close()
     wait_for(lambda: httpx.get(f"{server.url}/healthz").status_code == 200)
+
+
+def test_low_descriptor_limit_neither_floods_the_log_nor_stops_answering(exported_model_dir, tmp_path):
+    """RLIMIT_NOFILE 128: the connection cap drops to fit it, so accept() never runs out of descriptors
+    (the old server logged "out of system resource" hundreds of thousands of times)."""
+    limit = 128
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    log = tmp_path / "server.log"
+    server = Server(exported_model_dir, "--header-timeout-s", "3", log=log, preexec_fn=low_limit).wait_ready()
+    try:
+        opened = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(2 * limit)]
+        time.sleep(1.5)
+        for sock in opened:
+            sock.close()
+        wait_for(lambda: httpx.get(f"{server.url}/healthz").status_code == 200)
+        assert log.read_text().count("out of system resource") <= 1
+    finally:
+        server.stop()
 
 
 # ---- 8. /v1/model ---------------------------------------------------------------------------------------

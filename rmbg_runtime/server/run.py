@@ -7,8 +7,14 @@ from __future__ import annotations
 import logging
 import signal
 
+from ..backends import Backend, open_backend
+from ..metadata import read_model_spec
 from ..pipeline import Pipeline
 from .settings import ServerSettings
+
+# On CPUs batching buys no throughput (ONNX Runtime already spreads one image over every core) and
+# costs memory: max batch 1 and no ONNX Runtime memory arena, measured in the README (Benchmarks).
+CPU_MAX_BATCH = 1
 
 log = logging.getLogger("rmbg.serve")
 
@@ -28,18 +34,7 @@ def serve(settings: ServerSettings) -> None:
 
     keys = ApiKeys(settings.api_key_file)  # a bad key file is refused before the model loads
     metrics = Metrics()
-    pipeline = Pipeline.open(  # a bad folder or backend is refused here, before the port is bound
-        settings.model_dir,
-        settings.backend,
-        device_id=settings.device_id,
-        threads=settings.threads,
-        precision=settings.precision,
-        max_batch=settings.max_batch,
-        max_delay_s=settings.max_delay_ms / 1000,
-        max_queue=settings.max_queue,
-        max_pixels=settings.max_pixels,
-        observer=metrics.observer(),
-    )
+    pipeline = open_pipeline(settings, metrics)
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(message)s")
     install_log_filters()
     max_connections = descriptor_bound_connections(settings.max_connections)
@@ -66,3 +61,25 @@ def serve(settings: ServerSettings) -> None:
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     signal.signal(signal.SIGINT, lambda _signum, _frame: None)
     uvicorn.Server(config).run()
+
+
+def on_cpu(backend: Backend) -> bool:
+    return backend.name.startswith("onnxruntime-cpu")
+
+
+def open_pipeline(settings: ServerSettings, metrics) -> Pipeline:
+    """The export on its backend; a bad folder or backend is refused here, before the port is bound."""
+    spec = read_model_spec(settings.model_dir)
+    options = {"device_id": settings.device_id, "threads": settings.threads, "precision": settings.precision}
+    backend = open_backend(spec, settings.backend, **options, cpu_arena=False)
+    max_batch = settings.max_batch or (CPU_MAX_BATCH if on_cpu(backend) else None)
+    return Pipeline(
+        spec,
+        backend,
+        max_batch=max_batch,
+        max_delay_s=settings.max_delay_ms / 1000,
+        max_queue=settings.max_queue,
+        threads=settings.threads,
+        max_pixels=settings.max_pixels,
+        observer=metrics.observer(),
+    )

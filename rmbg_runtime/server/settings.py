@@ -16,7 +16,7 @@ class ServerSettings:
     backend: str = "auto"
     device_id: int = 0
     precision: str | None = None  # ONNX graph for ONNX Runtime; default int8 on CPU if exported, else fp32
-    max_batch: int | None = None  # default: the export's
+    max_batch: int | None = None  # default: 1 on CPU backends (see run.py), else the export's
     max_delay_ms: float = 5.0  # how long the batcher waits for a batch to fill
     max_queue: int = 32  # images waiting for inference; more are refused with 503
     max_body_mb: float = 32.0
