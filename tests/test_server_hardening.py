@@ -394,3 +394,30 @@ def test_cors(keyed_server):
     assert "server-timing" in answered.headers["access-control-expose-headers"].lower()
     refused = httpx.post(url, content=IMAGE, headers={"Origin": ORIGIN})  # the page can read the 401
     assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == ORIGIN
+
+
+def test_bad_key_file_fails_at_start_in_one_sentence(exported_model_dir, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# no key yet\n\n")
+    cases = ((tmp_path / "missing.txt", "cannot read the API key file"), (empty, "holds no key"))
+    for path, message in cases:
+        server = Server(exported_model_dir, "--api-key-file", str(path))
+        _, stderr = server.proc.communicate(timeout=60)
+        assert server.proc.returncode == 1 and message in stderr.decode(), stderr
+        assert b"Traceback" not in stderr
+
+
+def test_key_reload_keeps_the_keys_in_force_when_the_file_breaks(tmp_path):
+    from rmbg_runtime.server.auth import ApiKeys
+
+    path = tmp_path / "keys.txt"
+    path.write_text("alpha\n# comment\nbeta\n")
+    keys = ApiKeys(str(path), environ={"RMBG_API_KEYS": "gamma, delta"})
+    assert all(keys.accepts(key) for key in (b"alpha", b"beta", b"gamma", b"delta"))
+    assert not keys.accepts(b"# comment") and not keys.accepts(b"alph") and not keys.accepts(b"")
+    path.write_text("")
+    keys.reload()  # an emptied file is refused: the old keys stay
+    assert keys.accepts(b"alpha")
+    path.write_text("epsilon\n")
+    keys.reload()
+    assert keys.accepts(b"epsilon") and not keys.accepts(b"alpha") and keys.accepts(b"gamma")

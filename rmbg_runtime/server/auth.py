@@ -43,9 +43,10 @@ class ApiKeys:
     def _load(self) -> tuple[bytes, ...]:
         keys = self.from_env.replace(",", " ").split()
         if self.key_file is not None:
-            keys += read_key_file(self.key_file)
-            if not keys:
+            from_file = read_key_file(self.key_file)
+            if not from_file:  # most likely caught half-written: never read as "no key needed"
                 raise RmbgError(f"the API key file {self.key_file} holds no key; write one key per line.")
+            keys += from_file
         return tuple(key.encode() for key in dict.fromkeys(keys))
 
     def reload(self) -> None:
