@@ -69,7 +69,6 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
         def connection_made(self, transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self.head_timer = None
-            self.half_closed = False
             if len(self.connections) > limits.max_connections:
                 transport.write(FULL)
                 transport.close()
@@ -94,7 +93,6 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
             cycle = self.cycle
             if cycle is None or cycle.response_complete or cycle.more_body or cycle.response_started:
                 return None  # idle or mid-body: the client is gone, close as uvicorn does
-            self.half_closed = True
             cycle.keep_alive = False  # close once the answer is written
             probe = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
             self.transport.write(self.conn.send(probe))
