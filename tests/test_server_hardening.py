@@ -164,7 +164,9 @@ def test_random_long_paths_do_not_grow_metrics(server):
     rng = random.Random(3)
 
     def refused_post(_: int) -> int:
-        path = "/" + "".join(rng.choices(string.ascii_letters, k=60_000))
+        # 12 KB, not the 60 KB: h11 refuses a head over 16 KB with 400 and a reset when it
+        # arrives in pieces, which makes 60 KB flaky here; 2000 distinct labels are what matters
+        path = "/" + "".join(rng.choices(string.ascii_letters, k=12_000))
         with raw_request(server.port, post_head(path, 1 << 30)) as sock:  # over --max-body-mb: 413
             return final_status(read_all(sock))
 
