@@ -1,6 +1,7 @@
 """Load test of `rmbg serve`: starts the server on a free loopback port, sends bounded load at
 several concurrency levels with an async HTTP client, and reports throughput, p50/p90/p99 latency,
-status counts, mean batch size (from /metrics) and server RSS (from /proc) as JSON and Markdown.
+status counts, mean batch size (from /metrics) and server RSS (from /proc: at the start and end
+of each level, and its peak sampled every 50 ms) as JSON and Markdown.
 
 Every loop is bounded by a request count and a time limit; only 127.0.0.1 is ever contacted.
 
@@ -17,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,6 +37,27 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+class PeakRss:
+    """Samples the server's RSS every `interval_s` in a thread; `peak` is the largest seen (MiB)."""
+
+    def __init__(self, pid: int, interval_s: float = 0.05) -> None:
+        self.pid, self.interval_s, self.peak = pid, interval_s, rss_mib(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak = max(self.peak, rss_mib(self.pid))
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def start_server(model: str, port: int, extra: list[str]) -> subprocess.Popen:
@@ -127,9 +150,10 @@ def mean_batch(before: dict, after: dict) -> float:
 def run_level(url: str, pid: int, body: bytes, concurrency: int, args) -> dict:
     before = scrape(url)
     rss_start = rss_mib(pid)
-    row = asyncio.run(load(url, body, concurrency, args.requests, args.time_limit_s, params(args)))
+    with PeakRss(pid) as rss:
+        row = asyncio.run(load(url, body, concurrency, args.requests, args.time_limit_s, params(args)))
     row |= {"mean_batch": mean_batch(before, scrape(url)), "rss_start_mib": round(rss_start, 1)}
-    row["rss_end_mib"] = round(rss_mib(pid), 1)
+    row |= {"rss_end_mib": round(rss_mib(pid), 1), "rss_peak_mib": round(rss.peak, 1)}
     return row
 
 
@@ -210,6 +234,7 @@ def write_serve_report(report: dict, out: Path) -> None:
         ("concurrency", "concurrency"), ("requests", "requests"), ("ok", "ok"), ("img/s", "throughput_rps"),
         ("p50 s", "p50_s"), ("p90 s", "p90_s"), ("p99 s", "p99_s"), ("mean batch", "mean_batch"),
         ("statuses", "statuses"), ("RSS start MiB", "rss_start_mib"), ("RSS end MiB", "rss_end_mib"),
+        ("RSS peak MiB", "rss_peak_mib"),
     ]  # fmt: skip
     notes = [f"Image: {report['image']}. Server args: {' '.join(report['server_args']) or '(defaults)'}."]
     table = markdown_table(report["levels"], columns)

@@ -283,7 +283,11 @@ def _add_serve(cli, click) -> None:
         type=click.Choice(PRECISIONS),
         help="ONNX graph for ONNX Runtime [CPU: int8 if exported, else fp32; CUDA: the export's].",
     )
-    @click.option("--max-batch", type=click.IntRange(min=1), help="Images per backend call [export's max].")
+    @click.option(
+        "--max-batch",
+        type=click.IntRange(min=1),
+        help="Images per backend call [CPU: 1; GPU: the export's max].",
+    )
     @click.option(
         "--max-delay-ms",
         type=click.FloatRange(min=0),
@@ -313,10 +317,12 @@ def _add_serve(cli, click) -> None:
         show_default=True,
     )
     @click.option("--ui/--no-ui", default=defaults.ui, show_default=True, help="The browser page at /.")
+    @_serve_access_options(click, defaults)
     def serve(**kwargs) -> None:
         """Serve the model over HTTP: POST /v1/remove, rembg's POST /api/remove, /healthz, /readyz,
-        /metrics, /v1/model, /docs and a browser page at /. Needs the serve extra:
+        /metrics, /v1/model and a browser page at /. Needs the serve extra:
         pip install 'rmbg-toolkit[serve]'."""
+        kwargs["cors_origins"] = tuple(kwargs["cors_origins"])
         try:
             from .server.run import serve as run_server
         except ImportError as err:
@@ -325,6 +331,36 @@ def _add_serve(cli, click) -> None:
                 "pip install 'rmbg-toolkit[serve]'."
             ) from None
         run_server(ServerSettings(**kwargs))
+
+
+def _serve_access_options(click, defaults):
+    """`rmbg serve`'s connection limits, API keys, CORS and /docs."""
+    seconds = click.FloatRange(min=0, min_open=True)
+    options = [
+        click.option("--max-connections", type=click.IntRange(min=1), default=defaults.max_connections,
+                     show_default=True, help="Open connections; more are closed at once (also kept "
+                     "below the file-descriptor limit)."),
+        click.option("--header-timeout-s", type=seconds, default=defaults.header_timeout_s, show_default=True,
+                     help="A request head not in by then: 408 and close."),
+        click.option("--read-timeout-s", type=seconds, default=defaults.read_timeout_s, show_default=True,
+                     help="A request body not in by then (counted from its head): 408."),
+        click.option("--keep-alive-s", type=seconds, default=defaults.keep_alive_s, show_default=True,
+                     help="Idle keep-alive connections close after this."),
+        click.option("--api-key-file", type=click.Path(dir_okay=False), help="API keys, one a line (also "
+                     "RMBG_API_KEYS); /v1/ and /api/ then need X-Api-Key or Authorization: Bearer. "
+                     "Reloaded on SIGHUP."),
+        click.option("--metrics-need-key", is_flag=True, help="/metrics needs an API key too."),
+        click.option("--cors-origin", "cors_origins", multiple=True, help="Origin allowed to call the "
+                     "API from a browser (repeatable; none by default)."),
+        click.option("--docs", is_flag=True, help="Serve Swagger UI at /docs (it loads from a public CDN)."),
+    ]  # fmt: skip
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
 
 
 def _progress_line(done: int, total: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -99,6 +100,19 @@ class _Timer:
             self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
 
 
+class Abandoned(Exception):
+    """The image's request timed out or its client left: `stage` and the ones after it did not run."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(f"abandoned before {stage}")
+        self.stage = stage
+
+
+def _stop_if(abandoned: threading.Event | None, next_stage: str) -> None:
+    if abandoned is not None and abandoned.is_set():
+        raise Abandoned(next_stage)
+
+
 @dataclass
 class Prepared:
     """An image decoded and preprocessed, ready for the batcher."""
@@ -156,18 +170,27 @@ class Pipeline:
 
     # ---- stages (each runs in the calling thread) ----------------------------------------------
 
-    def prepare(self, source: ImageInput) -> Prepared:
+    def prepare(self, source: ImageInput, abandoned: threading.Event | None = None) -> Prepared:
+        """`abandoned`: set when nobody waits for the image any more; the next stage is then skipped."""
         timings: dict[str, float] = {}
         timed = _Timer(timings)
         image = timed("decode", lambda: load_image(source, max_pixels=self.max_pixels))
+        _stop_if(abandoned, "preprocess")
         tensor = timed("preprocess", lambda: preprocess(image, self.spec.size, self.spec.mean, self.spec.std))
         return Prepared(image, tensor, timings)
 
-    def finish(self, prepared: Prepared, batch: BatchResult, options: OutputOptions) -> Result:
+    def finish(
+        self,
+        prepared: Prepared,
+        batch: BatchResult,
+        options: OutputOptions,
+        abandoned: threading.Event | None = None,
+    ) -> Result:
         timings = prepared.timings | {"queue": batch.queued_s, "inference": batch.inference_s}
         timed = _Timer(timings)
         alpha = timed("postprocess", lambda: postprocess(batch.prob, prepared.image.size))
         rendered = timed("postprocess", lambda: render(prepared.image, alpha, options))
+        _stop_if(abandoned, "encode")
         data = timed("encode", lambda: encode(rendered, options.fmt, options.png_compress_level))
         return Result(data, prepared.image.size, timings, batch.batch_size)
 

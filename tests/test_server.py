@@ -29,18 +29,29 @@ START_TIMEOUT_S = 120
 
 
 class Server:
-    def __init__(self, model_dir: Path, *args: str) -> None:
+    def __init__(
+        self, model_dir: Path, *args: str, log: Path | None = None, env: dict | None = None, **popen
+    ) -> None:
+        """`log`: the server's output goes to this file, access log included, instead of a pipe;
+        `popen`: more subprocess.Popen arguments."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
         command = [sys.executable, "-c", "from rmbg_runtime.cli import main; main()", "serve"]
-        command += ["--model", str(model_dir), "--port", str(self.port), "--log-level", "warning", *args]
-        self.proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        level = "info" if log else "warning"
+        command += ["--model", str(model_dir), "--port", str(self.port), "--log-level", level, *args]
+        output = log.open("wb") if log else subprocess.PIPE
+        self.proc = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT if log else output,
+            env={**os.environ, **(env or {})}, **popen,
+        )  # fmt: skip
 
     def wait_ready(self) -> Server:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"the server exited: {self.proc.communicate()[1].decode()}")
+                output = self.log.read_text() if self.log else self.proc.communicate()[1].decode()
+                raise AssertionError(f"the server exited: {output}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return self
@@ -52,8 +63,8 @@ class Server:
     def post(self, path: str, **kwargs) -> httpx.Response:
         return httpx.post(f"{self.url}{path}", timeout=60, **kwargs)
 
-    def metrics(self) -> dict[str, float]:
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+    def metrics(self, **kwargs) -> dict[str, float]:
+        text = httpx.get(f"{self.url}/metrics", timeout=10, **kwargs).text
         values = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):
@@ -73,9 +84,10 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(exported_model_dir):
-    # max batch 3 (the export's), a long gathering window so that concurrent requests share batches,
-    # admission limit 2 + 3 images, 1 MB bodies, 2 MP images.
-    args = ("--max-delay-ms", "50", "--max-queue", "2", "--max-body-mb", "1", "--max-pixels", "2000000")
+    # max batch 3 (the export's; the CPU default is 1), a long gathering window so that concurrent
+    # requests share batches, admission limit 2 + 3 images, 1 MB bodies, 2 MP images.
+    args = ("--max-batch", "3", "--max-delay-ms", "50", "--max-queue", "2", "--max-body-mb", "1")
+    args += ("--max-pixels", "2000000")
     server = Server(exported_model_dir, *args)
     try:
         yield server.wait_ready()
@@ -257,11 +269,13 @@ def test_operations_endpoints(server, exported_model_dir):
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "alive"}
     assert httpx.get(f"{server.url}/readyz").json() == {"status": "ready"}
     model = httpx.get(f"{server.url}/v1/model").json()
-    assert model["model"] == json.loads((exported_model_dir / "model.json").read_text())
+    exported = json.loads((exported_model_dir / "model.json").read_text())
+    assert model["model"]["checkpoint_sha256"] == exported["model"]["checkpoint_sha256"]
+    assert model["resolution"] == {"height": 256, "width": 256} and model["parity"] == exported["parity"]
     assert model["backend"] == "onnxruntime-cpu (fp32 graph)" and model["max_batch"] == 3
     paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
     assert {"/v1/remove", "/api/remove", "/healthz", "/readyz", "/metrics", "/v1/model"} <= set(paths)
-    assert httpx.get(f"{server.url}/docs").status_code == 200
+    assert httpx.get(f"{server.url}/docs").status_code == 404  # Swagger UI needs a CDN: opt-in (--docs)
     metrics = server.metrics()
     assert "rmbg_queue_depth" in metrics and 'rmbg_stage_seconds_count{stage="inference"}' in metrics
 

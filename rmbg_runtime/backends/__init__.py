@@ -46,13 +46,15 @@ def open_backend(
     threads: int | None = None,
     verify_files: bool = True,
     precision: str | None = None,
+    cpu_arena: bool = True,
 ) -> Backend:
-    """`precision` picks the ONNX graph for ONNX Runtime (PRECISIONS); TensorRT runs its engine."""
+    """`precision` picks the ONNX graph for ONNX Runtime (PRECISIONS); TensorRT runs its engine.
+    `cpu_arena=False` turns ONNX Runtime's CPU memory arena off (see OnnxRuntimeBackend)."""
     name = ALIASES.get(name, name)
     if name not in BACKENDS:
         raise BackendUnavailable(f"backend {name!r} is unknown; choose one of {', '.join(BACKENDS)}.")
     if name == "auto":
-        return _open_auto(spec, device_id, threads, verify_files, precision)
+        return _open_auto(spec, device_id, threads, verify_files, precision, cpu_arena)
     if name == "tensorrt":
         from .tensorrt import TensorRTBackend
 
@@ -67,11 +69,17 @@ def open_backend(
         threads=threads,
         verify_files=verify_files,
         precision=precision,
+        cpu_arena=cpu_arena,
     )
 
 
 def _open_auto(
-    spec: ModelSpec, device_id: int, threads: int | None, verify_files: bool, precision: str | None
+    spec: ModelSpec,
+    device_id: int,
+    threads: int | None,
+    verify_files: bool,
+    precision: str | None,
+    cpu_arena: bool = True,
 ) -> Backend:
     """TensorRT when the export has an engine and TensorRT is installed (a mismatched engine is an
     error, not a reason to run slower), then ONNX Runtime CUDA, then ONNX Runtime CPU."""
@@ -85,8 +93,9 @@ def _open_auto(
 
     def onnxruntime(device: str) -> Backend:
         return OnnxRuntimeBackend(
-            spec, device, device_id=device_id, threads=threads, verify_files=verify_files, precision=precision
-        )
+            spec, device, device_id=device_id, threads=threads, verify_files=verify_files,
+            precision=precision, cpu_arena=cpu_arena,
+        )  # fmt: skip
 
     if not cuda_provider_available():
         return onnxruntime("cpu")

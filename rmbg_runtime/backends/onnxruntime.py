@@ -96,8 +96,11 @@ class OnnxRuntimeBackend:
         threads: int | None = None,
         verify_files: bool = True,
         precision: str | None = None,
+        cpu_arena: bool = True,
     ) -> None:
-        """`precision`: which graph to run (fp32 / fp16 / int8); default: `default_precision`."""
+        """`precision`: which graph to run (fp32 / fp16 / int8); default: `default_precision`.
+        `cpu_arena=False` (CPU only): no memory arena, whose size never shrinks from the largest
+        batch run; a long-running server then returns memory between requests."""
         ort = _import_ort()
         if device == "cuda" and not cuda_provider_available():
             raise BackendUnavailable(
@@ -108,7 +111,7 @@ class OnnxRuntimeBackend:
         path = graph_path(spec, precision)
         if verify_files:
             verify_file(path, spec.graphs[precision]["sha256"])
-        self.session = _session(ort, path, device, device_id, threads)
+        self.session = _session(ort, path, device, device_id, threads, cpu_arena or device != "cpu")
         check_graph_matches_spec(self.session, spec, path)
         self.name = f"onnxruntime-{device} ({precision} graph)"
         self.max_batch = spec.max_batch
@@ -118,11 +121,12 @@ class OnnxRuntimeBackend:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
 
-def _session(ort, path, device: str, device_id: int, threads: int | None):
+def _session(ort, path, device: str, device_id: int, threads: int | None, arena: bool = True):
     if device == "cuda":
         preload_cuda_libraries(ort)
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.enable_cpu_mem_arena = arena
     if threads:
         options.intra_op_num_threads = threads
     providers = [("CUDAExecutionProvider", {"device_id": device_id})] if device == "cuda" else []

@@ -1,38 +1,44 @@
 """The HTTP application: endpoints over one `Pipeline`.
 
-Every request is admitted (or refused with 503) before its body is read, so memory is bounded by
-`max_queue + max_batch` images; the CPU stages run in the pipeline's thread pool and inference on
-its batcher, never on the event loop.
+A request is refused with 503 before its body is read when `max_queue + max_batch` images are in
+flight, and admitted only once its body is in (within --read-timeout-s), so a slow upload holds a
+connection but no image slot; the CPU stages run in the pipeline's thread pool and inference on its
+batcher, never on the event loop. A request that times out or whose client leaves starts no further
+stage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import signal
 import threading
-import time
-from concurrent.futures import Future
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import HTTPException
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ..batching import QueueFull
 from ..errors import ImageError, RmbgError
-from ..pipeline import OutputOptions, Pipeline, Result
+from ..pipeline import Abandoned, OutputOptions, Pipeline, Prepared, Result
 from ..remover import parse_color
-from .limits import BodyLimit, BodyTooLarge, too_large_message
-from .metrics import Metrics
+from .auth import ApiKeyGuard, ApiKeys
+from .limits import BodyDeadline, BodyLimit, BodyTooLarge, BodyTooSlow, too_large_message
+from .metrics import CountRequests, Metrics
 from .page import add_page_routes
 from .settings import ServerSettings
 
 log = logging.getLogger("rmbg.serve")
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp"}
 RETRY_AFTER_S = 1
-DISCONNECT_POLL_S = 0.05
 CLIENT_CLOSED = 499  # nginx's code for a client that went away; never sent, only counted
+MAX_SHOWN_VALUE = 40  # characters of a client's value quoted back in an error
 IMAGE_BODY = {
     "requestBody": {
         "required": True,
@@ -53,8 +59,8 @@ class HttpError(Exception):
 
 
 class ServerState:
-    def __init__(self, pipeline: Pipeline, settings: ServerSettings, metrics: Metrics) -> None:
-        self.pipeline, self.settings, self.metrics = pipeline, settings, metrics
+    def __init__(self, pipeline: Pipeline, settings: ServerSettings, metrics: Metrics, keys: ApiKeys) -> None:
+        self.pipeline, self.settings, self.metrics, self.keys = pipeline, settings, metrics, keys
         self.admit_limit = settings.max_queue + pipeline.max_batch
         self.in_flight = 0
         self.ready = threading.Event()
@@ -70,10 +76,27 @@ class ServerState:
         except Exception as err:  # noqa: BLE001 - reported by /readyz, the process stays up
             self.warmup_error = f"warm-up inference failed: {err}"
 
+    def at_capacity(self) -> HttpError | None:
+        if self.in_flight < self.admit_limit:
+            return None
+        return HttpError(
+            503, f"the server is at capacity ({self.in_flight} images in flight); retry later.",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )  # fmt: skip
 
-def parse_background(value: str | None) -> tuple[int, int, int] | None:
+
+def shown(value: str) -> str:
+    """A client's value as quoted back in an error: cut, so a 10 KB value is not echoed whole."""
+    if len(value) <= MAX_SHOWN_VALUE:
+        return repr(value)
+    return f"{value[:MAX_SHOWN_VALUE]!r}... ({len(value)} characters)"
+
+
+def parse_background(value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
+    if len(value) > MAX_SHOWN_VALUE:
+        raise HttpError(422, f"background {shown(value)} is not a colour; give a name or #rrggbb.")
     try:
         return parse_color(value)
     except RmbgError as err:
@@ -81,16 +104,15 @@ def parse_background(value: str | None) -> tuple[int, int, int] | None:
 
 
 def parse_rembg_color(value: str | None) -> tuple[int, int, int, int] | None:
-    """rembg's `bgc`: "r,g,b,a", each 0-255."""
+    """rembg's `bgc`: "r,g,b,a", each 0-255 in plain ASCII digits."""
     if value in (None, ""):
         return None
-    try:
-        rgba = tuple(int(part) for part in value.split(","))
-    except ValueError:
-        rgba = ()
-    if len(rgba) != 4 or not all(0 <= c <= 255 for c in rgba):
-        raise HttpError(422, f"bgc {value!r} must be four integers 0-255 as r,g,b,a.")
-    return rgba
+    parts = value.split(",")
+    if len(parts) == 4 and all(re.fullmatch(r"[0-9]{1,3}", part.strip()) for part in parts):
+        rgba = tuple(int(part) for part in parts)
+        if all(c <= 255 for c in rgba):
+            return rgba  # type: ignore[return-value]
+    raise HttpError(422, f"bgc {shown(value)} must be four integers 0-255 as r,g,b,a.")
 
 
 def parse_flag(name: str, value: str | None) -> bool:
@@ -98,7 +120,7 @@ def parse_flag(name: str, value: str | None) -> bool:
         return False
     if value.strip().lower() in ("1", "true", "yes", "on"):
         return True
-    raise HttpError(422, f"{name} {value!r} must be true or false.")
+    raise HttpError(422, f"{name} {shown(value)} must be true or false.")
 
 
 def server_timing(timings: dict[str, float]) -> str:
@@ -118,24 +140,36 @@ async def read_image(request: Request) -> tuple[bytes, dict[str, str]]:
     return await request.body(), {}
 
 
-async def wait_for_inference(future: Future, request: Request):
-    """The batch result; cancels the queued image (no inference spent) if the client goes away."""
-    waiter = asyncio.wrap_future(future)
-    while True:
-        done, _ = await asyncio.wait({waiter}, timeout=DISCONNECT_POLL_S)
-        if done:
-            return waiter.result()
-        if await request.is_disconnected():
-            future.cancel()
-            raise HttpError(CLIENT_CLOSED, "the client closed the connection")
+async def client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the body is read by then: receive only says so)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
-async def run_pipeline(state: ServerState, request: Request, data: bytes, options: OutputOptions) -> Result:
-    loop, pipeline = asyncio.get_running_loop(), state.pipeline
+class Stages:
+    """One image's CPU stages in the pipeline's pool; once `abandoned` is set, none starts."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.pipeline, self.metrics = state.pipeline, state.metrics
+        self.abandoned = threading.Event()
+
+    async def run(self, work: Callable, *args):
+        def counted():
+            try:
+                return work(*args, abandoned=self.abandoned)
+            except Abandoned as err:
+                self.metrics.abandoned.labels(err.stage).inc()
+                raise
+
+        return await asyncio.get_running_loop().run_in_executor(self.pipeline.pool, counted)
+
+
+async def run_pipeline(state: ServerState, stages: Stages, data: bytes, options: OutputOptions) -> Result:
+    pipeline = state.pipeline
     if not data:
         raise HttpError(400, "the request has no image data; send the image as the body or as 'file'.")
     try:
-        prepared = await loop.run_in_executor(pipeline.pool, pipeline.prepare, data)
+        prepared: Prepared = await stages.run(pipeline.prepare, data)
     except ImageError as err:
         raise HttpError(400, str(err)) from None
     try:
@@ -143,86 +177,168 @@ async def run_pipeline(state: ServerState, request: Request, data: bytes, option
     except QueueFull as err:
         raise HttpError(503, f"{err}; retry later.", {"Retry-After": str(RETRY_AFTER_S)}) from None
     try:
-        batch = await wait_for_inference(future, request)
-    except asyncio.CancelledError:  # the timeout below, or the server shutting down
-        future.cancel()
+        batch = await asyncio.wrap_future(future)
+    except asyncio.CancelledError:  # timed out, the client left, or the server is shutting down
+        future.cancel()  # a queued image costs no inference
         raise
-    return await loop.run_in_executor(pipeline.pool, pipeline.finish, prepared, batch, options)
+    return await stages.run(pipeline.finish, prepared, batch, options)
+
+
+async def run_in_time(state: ServerState, request: Request, data: bytes, options: OutputOptions) -> Result:
+    """The pipeline, bounded by --timeout-s and by the client staying connected."""
+    stages = Stages(state)
+    work = asyncio.ensure_future(run_pipeline(state, stages, data, options))
+    watch = asyncio.ensure_future(client_gone(request))
+    try:
+        done, _ = await asyncio.wait(
+            {work, watch}, timeout=state.settings.timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        watch.cancel()
+        if not work.done():
+            stages.abandoned.set()
+            work.cancel()
+    if work in done:
+        return work.result()
+    if watch in done:
+        raise HttpError(CLIENT_CLOSED, "the client closed the connection")
+    detail = f"the image was not done within --timeout-s {state.settings.timeout_s:g}; retry later."
+    raise HttpError(504, detail)
 
 
 async def handle(state: ServerState, request: Request, endpoint: str, parse) -> Response:
     """Admission, body, pipeline, timeout and error mapping shared by the image endpoints.
 
     `parse(fields) -> OutputOptions` turns query and form fields into output options."""
-    metrics, start = state.metrics, time.perf_counter()
-    if state.in_flight >= state.admit_limit:
-        response = error_response(
-            HttpError(503, f"the server is at capacity ({state.in_flight} images in flight); retry later.",
-                      {"Retry-After": str(RETRY_AFTER_S)})
-        )  # fmt: skip
-        metrics.count(endpoint, 503)
-        return response
-    state.in_flight += 1
-    metrics.in_flight.inc()
+    refusal = state.at_capacity()  # refused before reading a byte of the body
+    if refusal is not None:
+        return error_response(refusal)
     try:
         data, fields = await read_image(request)
         options = parse(fields)
-        result = await asyncio.wait_for(run_pipeline(state, request, data, options), state.settings.timeout_s)
-        metrics.observe_stages(result.timings)
-        response = Response(
+    except Exception as err:  # noqa: BLE001 - each mapped to its status below
+        return error_response(body_error(err, endpoint))
+    refusal = state.at_capacity()  # bodies read meanwhile may have filled it
+    if refusal is not None:
+        return error_response(refusal)
+    state.in_flight += 1
+    state.metrics.in_flight.inc()
+    try:
+        result = await run_in_time(state, request, data, options)
+        state.metrics.observe_stages(result.timings)
+        return Response(
             result.data,
             media_type=MEDIA_TYPES[options.fmt],
             headers={"Server-Timing": server_timing(result.timings), "X-Batch-Size": str(result.batch_size)},
         )
     except HttpError as err:
-        response = error_response(err)
-    except HTTPException as err:  # Starlette's own, e.g. a malformed multipart body
-        response = error_response(HttpError(err.status_code, str(err.detail)))
-    except BodyTooLarge as err:
-        response = error_response(HttpError(413, too_large_message(err.limit)))
-    except asyncio.TimeoutError:
-        detail = f"the image was not done within --timeout-s {state.settings.timeout_s:g}; retry later."
-        response = error_response(HttpError(504, detail))
+        return error_response(err)
     except RmbgError as err:
-        response = error_response(HttpError(500, f"inference failed: {err}"))
+        return error_response(HttpError(500, f"inference failed: {err}"))
     except Exception:  # a bug must cost one request, not the process
         log.exception("request to %s failed", endpoint)
-        response = error_response(HttpError(500, "internal error; the server log has the details."))
+        return error_response(HttpError(500, "internal error; the server log has the details."))
     finally:
         state.in_flight -= 1
-        metrics.in_flight.dec()
-    metrics.count(endpoint, response.status_code)
-    metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-    return response
+        state.metrics.in_flight.dec()
+
+
+def body_error(err: Exception, endpoint: str) -> HttpError:
+    """What went wrong while reading and parsing the request, as the client's error it is."""
+    if isinstance(err, HttpError):
+        return err
+    if isinstance(err, HTTPException):  # Starlette's, e.g. a malformed multipart body
+        reason = str(err.detail).rstrip(".")
+        detail = f"the multipart body is malformed ({reason}); send the image as one 'file' part."
+        return HttpError(err.status_code, detail)
+    if isinstance(err, BodyTooLarge):
+        return HttpError(413, too_large_message(err.limit), {"Connection": "close"})
+    if isinstance(err, BodyTooSlow):  # the rest of the body is unread: the connection cannot be reused
+        return HttpError(408, str(err), {"Connection": "close"})
+    if isinstance(err, ClientDisconnect):
+        return HttpError(CLIENT_CLOSED, "the client closed the connection during the upload")
+    log.error("reading the request to %s failed", endpoint, exc_info=err)
+    return HttpError(500, "internal error; the server log has the details.")
 
 
 def error_response(err: HttpError) -> Response:
     return JSONResponse({"detail": err.detail}, status_code=err.status, headers=err.headers)
 
 
-def create_app(pipeline: Pipeline, settings: ServerSettings, metrics: Metrics) -> FastAPI:
+def validation_error(_request: Request, err: RequestValidationError) -> Response:
+    """FastAPI's 422 in one sentence, without the client's value echoed back."""
+    first = err.errors()[0] if err.errors() else {}
+    where = " ".join(str(part) for part in first.get("loc", ()))
+    return error_response(HttpError(422, f"{where}: {first.get('msg', 'invalid value')}."))
+
+
+def create_app(
+    pipeline: Pipeline, settings: ServerSettings, metrics: Metrics, keys: ApiKeys | None = None
+) -> FastAPI:
     """`metrics` must be the one whose observer the pipeline's batcher reports to."""
-    state = ServerState(pipeline, settings, metrics)
+    keys = keys or ApiKeys(settings.api_key_file)
+    state = ServerState(pipeline, settings, metrics, keys)
 
     async def lifespan(_app: FastAPI):
         warm = threading.Thread(target=state.warm_up, name="rmbg-warm-up", daemon=True)
         warm.start()
+        reload_on_sighup(keys)
         yield
         await asyncio.get_running_loop().run_in_executor(None, pipeline.close)
 
+    docs = "/docs" if settings.docs else None
     app = FastAPI(
         title="rmbg",
         summary="Background removal with an exported BiRefNet / RMBG-2.0 model.",
         lifespan=lifespan,
+        docs_url=docs,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url="/docs/oauth2-redirect" if docs else None,
     )
+    app.router.redirect_slashes = False  # a redirect's Location would be built from the Host header
     app.state.rmbg = state
+    app.add_exception_handler(RequestValidationError, validation_error)
     _image_routes(app, state)
     _operations_routes(app, state)
     if settings.ui:
         add_page_routes(app)
-    refused = lambda path: metrics.count(path, 413)  # noqa: E731
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_refused=refused)
+    _add_middleware(app, state)
     return app
+
+
+def _add_middleware(app: FastAPI, state: ServerState) -> None:
+    """Innermost first: body limits, then API keys, then CORS, and the counter around them all."""
+    settings = state.settings
+    app.add_middleware(BodyDeadline, deadline_s=settings.read_timeout_s)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeyGuard, keys=state.keys, protect_metrics=settings.metrics_need_key)
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["X-Api-Key", "Authorization", "Content-Type"],
+            expose_headers=["Server-Timing", "X-Batch-Size", "Retry-After"],
+        )
+    routes: frozenset[str] | None = None
+
+    def route_paths() -> frozenset[str]:
+        nonlocal routes
+        routes = routes or frozenset(getattr(route, "path", "") for route in app.routes)
+        return routes
+
+    app.add_middleware(CountRequests, metrics=state.metrics, routes=route_paths)
+
+
+def reload_on_sighup(keys: ApiKeys) -> None:
+    if keys.key_file is None:
+        return
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, keys.reload)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP here
+        log.warning("SIGHUP cannot reload the API keys here; restart the server to change them")
 
 
 def _image_routes(app: FastAPI, state: ServerState) -> None:
@@ -260,10 +376,46 @@ def _image_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.get("/api/remove", include_in_schema=False)
     async def rembg_remove_url() -> Response:
-        state.metrics.count("/api/remove", 400)
         return error_response(
             HttpError(400, "this server does not fetch URLs; POST the image as multipart 'file' instead.")
         )
+
+
+def public_model_info(state: ServerState) -> dict:
+    """What a client needs to know about the model, and nothing about the server's file system
+    (model.json also holds the export command line, folders and checkpoint paths)."""
+    spec, raw = state.pipeline.spec, state.pipeline.spec.raw
+    model = raw.get("model", {})
+    return {
+        "model": {
+            "architecture": model.get("architecture"),
+            "backbone": spec.backbone,
+            "checkpoint_sha256": model.get("checkpoint_sha256"),
+            "num_params": model.get("num_params"),
+            **({"source": model.get("source")} if model.get("source_kind") == "hub" else {}),
+        },
+        "resolution": {"height": spec.height, "width": spec.width},
+        "precision": spec.precision,
+        "batch": {"min": spec.min_batch, "max": spec.max_batch},
+        "backend": state.pipeline.backend.name,
+        "max_batch": state.pipeline.max_batch,
+        "max_delay_ms": state.settings.max_delay_ms,
+        "max_queue": state.settings.max_queue,
+        "versions": {name: v for name, v in raw.get("tools", {}).items() if isinstance(v, str)},
+        "parity": numbers_only(raw.get("parity", {})),
+        "schema_version": raw.get("schema_version"),
+        "created": raw.get("created"),
+    }
+
+
+def numbers_only(value):
+    """The numbers, flags and their nesting, without a string that could name a file."""
+    if isinstance(value, dict):
+        kept = {key: numbers_only(item) for key, item in value.items()}
+        return {key: item for key, item in kept.items() if item is not None}
+    if isinstance(value, list):
+        return [item for item in map(numbers_only, value) if item is not None]
+    return value if isinstance(value, (bool, int, float)) else None
 
 
 def _operations_routes(app: FastAPI, state: ServerState) -> None:
@@ -286,13 +438,6 @@ def _operations_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.get("/v1/model")
     async def model() -> dict:
-        """What model.json says, plus the backend and the server's batching settings."""
-        pipeline = state.pipeline
-        return {
-            "model": pipeline.spec.raw,
-            "backend": pipeline.backend.name,
-            "device_id": state.settings.device_id,
-            "max_batch": pipeline.max_batch,
-            "max_delay_ms": state.settings.max_delay_ms,
-            "max_queue": state.settings.max_queue,
-        }
+        """The model (architecture, resolution, batch, precision, versions, parity) and the backend
+        and batching settings it runs with."""
+        return public_model_info(state)

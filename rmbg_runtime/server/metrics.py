@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -9,6 +12,7 @@ from ..batching import BatchObserver
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+OTHER_ENDPOINT = "other"  # every path that is no route: one label, so clients cannot grow /metrics
 
 
 class Metrics:
@@ -35,6 +39,11 @@ class Metrics:
         self.cancelled = Counter(
             "rmbg_cancelled_images", "Images dropped before inference", registry=registry
         )
+        self.abandoned = Counter(
+            "rmbg_abandoned_images",
+            "Images whose request timed out or whose client left, by the CPU stage that was skipped",
+            ["stage"], registry=registry,
+        )  # fmt: skip
 
     def observer(self) -> BatchObserver:
         return BatchObserver(
@@ -43,8 +52,10 @@ class Metrics:
             on_queue_depth=self.queue_depth.set,
         )
 
-    def count(self, endpoint: str, status: int) -> None:
+    def count(self, endpoint: str, status: int, seconds: float) -> None:
+        """`endpoint` must come from a bounded set (a route, or OTHER_ENDPOINT), never a raw path."""
         self.requests.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint).observe(seconds)
 
     def observe_stages(self, timings: dict[str, float]) -> None:
         for stage, seconds in timings.items():
@@ -52,3 +63,29 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class CountRequests:
+    """ASGI middleware: every response counted by route and status, with its latency, whichever
+    layer answered (FastAPI's own 422 and 404, the body and key guards, a 499 never sent)."""
+
+    def __init__(self, app, metrics: Metrics, routes: Callable[[], frozenset[str]]) -> None:
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), 500  # 500: the app raised before answering
+
+        async def send_counted(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        finally:
+            path = scope["path"]
+            endpoint = path if path in self.routes() else OTHER_ENDPOINT
+            self.metrics.count(endpoint, status, time.perf_counter() - start)

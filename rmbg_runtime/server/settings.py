@@ -16,7 +16,7 @@ class ServerSettings:
     backend: str = "auto"
     device_id: int = 0
     precision: str | None = None  # ONNX graph for ONNX Runtime; default int8 on CPU if exported, else fp32
-    max_batch: int | None = None  # default: the export's
+    max_batch: int | None = None  # default: 1 on CPU backends (see run.py), else the export's
     max_delay_ms: float = 5.0  # how long the batcher waits for a batch to fill
     max_queue: int = 32  # images waiting for inference; more are refused with 503
     max_body_mb: float = 32.0
@@ -26,6 +26,18 @@ class ServerSettings:
     png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL
     log_level: str = "info"
     ui: bool = True  # the browser page at /
+    # Connections: a client must send its request head within header_timeout_s and its body within
+    # read_timeout_s (else 408); idle keep-alive connections close after keep_alive_s; connections
+    # past max_connections are closed at once (the cap also stays below the file-descriptor limit).
+    max_connections: int = 512
+    header_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    keep_alive_s: float = 5.0
+    # Access: API keys (file of one key per line, and/or RMBG_API_KEYS); none means no key needed.
+    api_key_file: str | None = None
+    metrics_need_key: bool = False
+    cors_origins: tuple[str, ...] = ()
+    docs: bool = False  # /docs loads Swagger UI from a public CDN, so it is opt-in
 
     @property
     def max_body_bytes(self) -> int:
