@@ -3,7 +3,6 @@ the graphs the exporter writes, and the runtime backend's refusals (with files t
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
+from conftest import add_stand_in_engine, stand_in_engine_record
 
 from rmbg_export import ExportError
 from rmbg_export.tensorrt.plan import (
@@ -130,12 +130,19 @@ def test_preflight_checks_tensor_types():
 
 # ---- runtime refusals ----------------------------------------------------------------------------------
 
-RECORDED = {"tensorrt_version": "10.13.0", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+BUILT_ON = {"tensorrt_version": "10.13.0", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+
+
+@pytest.fixture()
+def export_with_engine(exported_model_dir, tmp_path):
+    folder = shutil.copytree(exported_model_dir, tmp_path / "with_engine")
+    return add_stand_in_engine(folder, max_batch=3, tensorrt_version=BUILT_ON["tensorrt_version"])
 
 
 def test_engine_mismatch_sentences():
+    recorded = stand_in_engine_record(256, 256, "fp16", 3, "0" * 64, BUILT_ON["tensorrt_version"])
     current = {"tensorrt_version": "11.4.0", "gpu_name": "NVIDIA L4", "compute_capability": "8.9"}
-    problems = engine_mismatches(RECORDED, current)
+    problems = engine_mismatches(recorded, current)
     assert problems == [
         "TensorRT 10.13.0 (this machine: 11.4.0)",
         "GPU NVIDIA H100 80GB HBM3 (this machine: NVIDIA L4)",
@@ -145,31 +152,12 @@ def test_engine_mismatch_sentences():
         "model.engine was built for TensorRT 10.13.0 (this machine: 11.4.0); rebuild it on this machine "
         "with `rmbg-export SOURCE --output DIR`."
     )
-    assert engine_mismatches(RECORDED, dict(RECORDED)) == []
+    assert engine_mismatches(recorded, dict(BUILT_ON)) == []
 
 
 def test_batches_larger_than_the_profile_are_split():
     assert batch_slices(10, 4) == [slice(0, 4), slice(4, 8), slice(8, 10)]
     assert batch_slices(3, 4) == [slice(0, 3)]
-
-
-@pytest.fixture()
-def export_with_engine(exported_model_dir, tmp_path):
-    folder = shutil.copytree(exported_model_dir, tmp_path / "with_engine")
-    engine = folder / "model.engine"
-    engine.write_bytes(b"serialized engine bytes")
-    import hashlib
-
-    meta = json.loads((folder / "model.json").read_text())
-    meta["engine"] = RECORDED | {
-        "path": "model.engine",
-        "sha256": hashlib.sha256(engine.read_bytes()).hexdigest(),
-        "precision": "fp16",
-        "profile": {"min": [1, 3, 256, 256], "opt": [1, 3, 256, 256], "max": [3, 3, 256, 256]},
-        "plugins": [],
-    }
-    (folder / "model.json").write_text(json.dumps(meta))
-    return folder
 
 
 def test_tensorrt_backend_refusals(export_with_engine):

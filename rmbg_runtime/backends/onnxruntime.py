@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..contract import ModelSpec
 from ..errors import BackendUnavailable, ModelError
-from ..metadata import ModelSpec, verify_file
+from ..metadata import verify_file
 
 INSTALL_CPU = "pip install 'rmbg-toolkit[ort]'"
 INSTALL_GPU = "pip uninstall onnxruntime && pip install 'rmbg-toolkit[ort-gpu]'"
@@ -67,9 +68,8 @@ class OnnxRuntimeBackend:
             )
         precision = precision or default_precision(spec, device)
         path = spec.graph_path(precision)
-        entry = spec.graphs[precision]
         if verify_files:
-            verify_file(path, entry["sha256"])
+            verify_file(path, spec.graph(precision).sha256)
         self.session = _session(ort, path, device, device_id, threads)
         self.name = f"onnxruntime-{device} ({precision} graph)"
         self.max_batch = spec.max_batch
