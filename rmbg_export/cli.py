@@ -227,6 +227,13 @@ def main() -> None:
     except (ExportError, RmbgError) as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(1)
+    except ModuleNotFoundError as err:  # `triton` and `preflight` run without the export extra
+        click.echo(
+            f"error: this command needs {err.name}, which is not installed: pip install "
+            "'rmbg-toolkit[export]' (or [deploy] for `rmbg-export triton` and `preflight` alone).",
+            err=True,
+        )
+        sys.exit(1)
     except OSError as err:  # a full disk, a read-only folder, a name taken by a folder
         where = f" {err.filename}" if err.filename else ""
         click.echo(
