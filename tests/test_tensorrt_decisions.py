@@ -10,11 +10,12 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from conftest import add_stand_in_engine, stand_in_engine_record
+from conftest import STAND_IN_DEVICE, add_stand_in_engine, stand_in_engine_record
 
 from rmbg_export import ExportError
 from rmbg_export.tensorrt.plan import (
     BuildPlan,
+    BuiltEngine,
     build_plan,
     device_record,
     format_cuda_version,
@@ -419,3 +420,85 @@ def test_every_table_entry_cites_its_source():
     table = support_table()
     cited = [table["resize"]["source"], *(entry["source"] for entry in table["operators"].values())]
     assert set(cited) <= set(table["sources"]) and all(table["sources"].values())
+
+
+# ---- the engine stage: typed options, build / record / verify, the stages planned up front ----------
+
+
+def test_every_engine_option_is_a_cli_option_with_the_same_default():
+    """One default per setting: the CLI's come from EngineOptions (opt_level was written three times)."""
+    import dataclasses
+
+    from rmbg_export.cli import cli
+    from rmbg_export.options import EngineOptions
+
+    parsed = cli.commands["export"].make_context("export", ["some/source", "-o", "out"]).params
+    given = {option.name: parsed[option.name] for option in dataclasses.fields(EngineOptions)}
+    assert EngineOptions(**given) == EngineOptions()
+    assert EngineOptions().opt_level == 3  # TensorRT's own default
+
+
+def test_the_engine_record_holds_the_settings_it_was_built_with():
+    import dataclasses
+
+    from rmbg_export.options import EngineOptions
+    from rmbg_export.tensorrt.plan import engine_record
+
+    stand_in = stand_in_engine_record(256, 256, "fp16", 3, "0" * 64)
+    built = BuiltEngine(
+        path=stand_in.path, sha256=stand_in.sha256, tensorrt_version="10.8.0",
+        device={k: getattr(stand_in, k) for k in STAND_IN_DEVICE}, precision="fp16",
+        plan=build_plan("10.8.0", "fp16", weak_typing=True), fp32_layers_pinned=130, graph="model.onnx",
+        profile=optimization_profile(256, 256, 3, opt_batch=2), plugins=(), timing_cache="t.cache",
+        build_seconds=12.345,
+    )  # fmt: skip
+    record = engine_record(built, EngineOptions(opt_level=5, workspace_gib=2.0, weak_typing=True))
+    assert (record.builder_optimization_level, record.workspace_gib, record.build_seconds) == (5, 2.0, 12.3)
+    assert not record.strongly_typed and record.fp16_builder_flag and record.fp32_layers_pinned == 130
+    assert record.profile.opt == (2, 3, 256, 256) and record.max_batch == 3 and record.parity is None
+    assert dataclasses.replace(record, parity={"mask_mae": 0.0}).parity == {"mask_mae": 0.0}
+
+
+def test_engine_settings_are_checked_before_any_work(tmp_path):
+    """A bad --opt-batch or --workspace-gib is refused in a second, before TensorRT is even looked for
+    (it used to surface only when the engine was configured, after tracing)."""
+    from rmbg_export.options import EngineOptions
+    from rmbg_export.pipeline import ExportOptions, run_export
+
+    def options(**engine) -> ExportOptions:
+        return ExportOptions(source="unused", output=tmp_path, max_batch=4, engine=EngineOptions(**engine))
+
+    with pytest.raises(ExportError, match="--opt-batch 9 must lie between 1 and --max-batch 4"):
+        run_export(options(opt_batch=9))
+    with pytest.raises(ExportError, match="--workspace-gib -1 must be positive"):
+        run_export(options(workspace_gib=-1))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "titles"),
+    [
+        (
+            {"onnx_only": True},
+            ["load", "trace fp32", "verify fp32", "derive mixed-precision fp16", "verify fp16"],
+        ),
+        ({"onnx_only": True, "verify": False, "precision": "fp32"}, ["load", "trace fp32"]),
+        (
+            {"onnx_only": True, "precision": "fp32", "cpu_int8": True},
+            ["load", "trace fp32", "verify fp32", "calibrate int8", "quantise int8"],
+        ),
+        (
+            {},
+            ["load", "trace fp32", "verify fp32", "derive mixed-precision fp16", "verify fp16",
+             "build TensorRT engine", "verify TensorRT engine"],
+        ),
+        ({"verify": False}, ["load", "trace fp32", "derive mixed-precision fp16", "build TensorRT engine"]),
+    ],
+)  # fmt: skip
+def test_the_stages_are_planned_from_the_options(tmp_path, options, titles):
+    from rmbg_export.pipeline import ExportOptions, ExportRun
+
+    run = ExportRun(ExportOptions(source="s", output=tmp_path, height=64, width=64, **options), print)
+    planned = [stage.title for stage in run.stages]
+    assert len(planned) == len(titles)
+    assert all(title.startswith(prefix) for title, prefix in zip(planned, titles, strict=True)), planned
