@@ -14,11 +14,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rmbg_runtime.contract import GRAPH_FILES, INT8_RUNS_ON, METADATA_NAME, GraphEntry, ModelSpec
 
 from .files import atomic_output, sha256_file, write_json
 from .options import DEFAULT_DEFORM_CONV, EngineOptions, ExportOptions, validate
+
+if TYPE_CHECKING:
+    from .onnx.calibration import Calibration
 
 __all__ = ["DEFAULT_DEFORM_CONV", "EngineOptions", "ExportOptions", "ExportRun", "Stage", "run_export"]
 
@@ -29,6 +33,16 @@ VERIFY_BATCH_SIZES = (1, 2)
 class Stage:
     title: str
     work: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """What int8 calibration hands to quantisation."""
+
+    graph: Path  # the fp32 graph as quantised (shared weights inlined)
+    batches: list  # the calibration images, normalised
+    source: str  # what they were, for model.json
+    calibration: Calibration  # the ranges, and the fp32 graph's outputs on `batches`
 
 
 def run_export(options: ExportOptions, log: Callable[[str], None] = print) -> Path:
@@ -52,7 +66,7 @@ class ExportRun:
         self.spec: ModelSpec | None = None
         self.model = None  # the PyTorch model, until the fp32 graph no longer needs it
         self.scratch: Path | None = None  # a temporary folder for intermediate graphs
-        self.int8: dict = {}  # what calibration hands to quantisation
+        self.calibrated: Calibrated | None = None
         self.int8_float_convs: dict[str, tuple[str, ...]] = {}  # declared on the model's modules
 
     def run(self) -> Path:
@@ -143,22 +157,20 @@ class ExportRun:
             )
         graph = graph_to_quantise(self.out / GRAPH_FILES["fp32"], self.scratch)
         calibration = minmax_ranges(graph, batches, self.log)
-        self.int8 = {"graph": graph, "batches": batches, "source": source, "calibration": calibration}
+        self.calibrated = Calibrated(graph, batches, source, calibration)
 
     def quantise_int8(self) -> None:
         from .onnx.int8 import check_int8_graph, quantise
 
-        graph, batches, source, calibration = (
-            self.int8[k] for k in ("graph", "batches", "source", "calibration")
-        )
+        c = self.calibrated
         # The gate: the export's check images, plus the user's photos (their fp32 outputs came with
         # the calibration).
         inputs, references = self.inputs, self._fp32_references()
         if self.options.calibration_images is not None:
-            inputs, references = inputs + batches, references + calibration.outputs
+            inputs, references = inputs + c.batches, references + c.calibration.outputs
         int8_path = self.out / GRAPH_FILES["int8"]
         with atomic_output(int8_path) as partial:  # a graph that fails its gate is never renamed
-            info = quantise(graph, partial, calibration.ranges, source, self.int8_float_convs)
+            info = quantise(c.graph, partial, c.calibration.ranges, c.source, self.int8_float_convs)
             agreement = check_int8_graph(partial, inputs, references)
         self.log(
             f"      {info.quantised_nodes} layers int8, {info.float_nodes} kept float; vs fp32: mask MAE "
