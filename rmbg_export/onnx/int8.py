@@ -17,7 +17,8 @@ synthetic images, seconds of ONNX Runtime CPU at 512x512 on this 2-core AVX2 mac
   prediction head (`conv_out1`, which feeds the final sigmoid): int8 there raised the MAE from 1.4e-3
   to 2.8e-3 and the max |diff| from 1e-2 to 0.11 (measured on these six together). The head carries
   most of it: gate MAE 1.34e-3 with all six float, 1.47e-3 with the head alone, 2.73e-3 with none
-  (the fixture at 256x256, the export's check images, 8 synthetic calibration images);
+  (the fixture at 256x256, the export's check images, 8 synthetic calibration images; an AVX-512
+  VNNI EPYC, where the 7-bit weights do not saturate);
 - the input-patch blocks (`ipt_blk`, convolutions over the raw image's pixels): int8 there raised the
   MAE to 1.9e-3 and made the graph slower (1.42 s against 1.28 s);
 - the deformable sampling (DeformConv or GridSample: ONNX Runtime has no int8 kernel for either);
