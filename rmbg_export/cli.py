@@ -37,6 +37,12 @@ def cli() -> None:
     """
 
 
+# BiRefNet's checkpoints are trained at 1024 (the HR ones at 2048); memory grows with the pixels
+# (a Swin-L export at 1024 peaks at 9 GiB RSS), so 4096, 16x the pixels of 1024, is the most that a
+# large machine can trace; 99968 asked for a 149 GiB allocation before anything was said.
+MAX_RESOLUTION = 4096
+
+
 def parse_resolution(_ctx, _param, value: str) -> tuple[int, int]:
     """'1024' or 'HxW' (height x width), e.g. '768x1024'."""
     try:
@@ -47,6 +53,11 @@ def parse_resolution(_ctx, _param, value: str) -> tuple[int, int]:
         parts *= 2
     if len(parts) != 2:
         raise click.BadParameter(f"{value!r} is not a size: use 1024 or HxW such as 768x1024.")
+    if max(parts) > MAX_RESOLUTION:  # multiples of 32 are checked with the other options (pipeline.py)
+        raise click.BadParameter(
+            f"{value!r}: each side may be at most {MAX_RESOLUTION} (BiRefNet is trained at 1024, its HR "
+            "checkpoints at 2048); pick e.g. 1024 or 768x1024."
+        )
     return parts[0], parts[1]
 
 
@@ -101,7 +112,12 @@ def parse_resolution(_ctx, _param, value: str) -> tuple[int, int]:
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="Photos to calibrate the int8 graph on (default: synthetic images, a weak calibration).",
 )
-@click.option("--workspace-gib", type=float, default=None, help="TensorRT workspace limit in GiB.")
+@click.option(
+    "--workspace-gib",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="TensorRT workspace limit in GiB.",
+)
 @click.option(
     "--opt-level",
     type=click.IntRange(0, 5),
@@ -109,7 +125,12 @@ def parse_resolution(_ctx, _param, value: str) -> tuple[int, int]:
     show_default=True,
     help="TensorRT builder optimization level.",
 )
-@click.option("--opt-batch", type=int, default=None, help="Batch size TensorRT tunes for (default: 1).")
+@click.option(
+    "--opt-batch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Batch size TensorRT tunes for (default: 1).",
+)
 @click.option(
     "--timing-cache",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -154,18 +175,17 @@ def inspect(source: str, patch_order: str | None, revision: str | None) -> None:
 @click.option("--weak-typing", is_flag=True, help="Check the weakly typed path (TensorRT 10.x).")
 def preflight(folder: Path, version: str, precision: str, weak_typing: bool) -> None:
     """Check an export's graph against TensorRT's ONNX operator support, without TensorRT."""
-    import onnx
 
     from rmbg_runtime.contract import GRAPH_FILES
 
     from .tensorrt.plan import build_plan
-    from .tensorrt.preflight import needs_plugins, require_supported
+    from .tensorrt.preflight import load_graph, needs_plugins, require_supported, require_version
 
-    plan = build_plan(version, precision, weak_typing=weak_typing)
+    plan = build_plan(require_version(version), precision, weak_typing=weak_typing)
     graph = folder / GRAPH_FILES[plan.graph]
     if not graph.is_file():
         raise ExportError(f"{graph} does not exist; export with --precision {precision} first.")
-    model = onnx.load(str(graph), load_external_data=False)
+    model = load_graph(graph)
     require_supported(model, version, graph.name)
     plugin = " (DeformConv through the ModulatedDeformConv2d plugin)" if needs_plugins(model) else ""
     click.echo(f"{graph.name}: every node is supported by TensorRT {version}; {plan.describe()}{plugin}.")

@@ -60,30 +60,63 @@ def _weights_in_folder(folder: Path) -> Path:
     raise ExportError(f"folder {folder} holds several checkpoints ({names}); pass the one to use.")
 
 
+HUB_PROBE_TIMEOUT_S = 5.0  # one attempt: huggingface_hub's own retries took ~48 s with no network
+
+
 def _download(repo_id: str, revision: str | None) -> ResolvedSource:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
+    unreachable = _hub_unreachable()  # then only the local cache can answer, at once
     weights = None
     for name in HUB_WEIGHT_FILES:
         try:
-            weights = Path(hf_hub_download(repo_id, name, revision=revision))
+            weights = Path(
+                hf_hub_download(repo_id, name, revision=revision, local_files_only=unreachable is not None)
+            )
             break
         except (EntryNotFoundError, LocalEntryNotFoundError) as err:
             last_missing = err
         except Exception as err:  # noqa: BLE001 - mapped to one sentence below
             raise ExportError(_hub_error_sentence(repo_id, err)) from None
     if weights is None:
+        if unreachable is not None:
+            raise ExportError(unreachable_sentence(repo_id, unreachable))
         raise ExportError(_hub_error_sentence(repo_id, last_missing)) from None
     code = None
     for name in CODE_FILE_NAMES:
         try:
-            code = Path(hf_hub_download(repo_id, name, revision=revision))
+            code = Path(
+                hf_hub_download(repo_id, name, revision=revision, local_files_only=unreachable is not None)
+            )
             break
         except Exception:  # noqa: BLE001 - the code file is optional: --patch-order can stand in
             continue
     label = f"{repo_id}@{revision}" if revision else repo_id
     return ResolvedSource(weights, code, "hub", label)
+
+
+def _hub_unreachable() -> str | None:
+    """Why the hub cannot be reached (one short request through huggingface_hub's own HTTP session,
+    so its proxy and HF_ENDPOINT settings apply), or None when it answers or offline mode is set
+    (huggingface_hub then reads the cache itself)."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as err:  # noqa: BLE001 - any transport failure means unreachable
+        return f"{constants.ENDPOINT}: {err or type(err).__name__}"
+    return None
+
+
+def unreachable_sentence(repo_id: str, reason: str) -> str:
+    return (
+        f"the hub cannot be reached ({reason}) and {repo_id} is not in the local hub cache; connect to "
+        "the network (or set HF_ENDPOINT to a reachable mirror), or pass a local checkpoint file."
+    )
 
 
 def _hub_error_sentence(repo_id: str, err: Exception) -> str:

@@ -2,88 +2,66 @@
 
 from __future__ import annotations
 
-import glob
+import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from .backends import PRECISIONS
-from .errors import RmbgError
-from .files import write_atomically
-from .images import DEFAULT_MAX_PIXELS, is_image_file
+from .backends import BACKENDS, PRECISIONS
+from .errors import RmbgError, UsageError
+from .files import is_complete_image, write_atomically
+from .images import DEFAULT_MAX_PIXELS
+from .jobs import Job, plan_jobs
 from .pipeline import DEFAULT_PNG_COMPRESS_LEVEL, FORMATS, OutputOptions, Pipeline
 
-
-@dataclass(frozen=True)
-class Job:
-    source: Path | None  # None: standard input
-    target: Path | None  # None: standard output
-
-    @property
-    def label(self) -> str:
-        return str(self.source) if self.source else "<stdin>"
-
-
-def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
-    """(file, path relative to its input root) for every image named by files, folders or globs."""
-    found: list[tuple[Path, Path]] = []
-    for item in inputs:
-        matches = sorted(glob.glob(item, recursive=True)) if glob.has_magic(item) else [item]
-        if not matches:
-            raise RmbgError(f"{item} matches no file.")
-        for match in map(Path, matches):
-            if match.is_dir():
-                found += [(p, p.relative_to(match)) for p in sorted(match.rglob("*")) if is_image_file(p)]
-            elif match.exists():
-                found.append((match, Path(match.name)))
-            else:
-                raise RmbgError(f"{match} does not exist.")
-    return found
-
-
-def plan_jobs(inputs: list[str], output: str, fmt: str) -> list[Job]:
-    if inputs == ["-"]:
-        target = None if output == "-" else Path(output)
-        return [Job(None, target)]
-    if "-" in inputs:
-        raise RmbgError("'-' (standard input) cannot be mixed with other inputs.")
-    files = expand_inputs(inputs)
-    single_file = len(files) == 1 and Path(inputs[0]).is_file()
-    if output == "-":
-        if not single_file:
-            raise RmbgError("--output - (standard output) takes exactly one input image.")
-        return [Job(files[0][0], None)]
-    out = Path(output)
-    if single_file and out.suffix.lower() in (".png", ".webp"):
-        return [Job(files[0][0], out)]
-    return [Job(src, out / rel.with_suffix(f".{fmt}")) for src, rel in files]
+PLAIN_LINE_EVERY_S = 10.0  # progress lines when stderr is a file or pipe, not a terminal
 
 
 class Progress:
-    """One status line on stderr: done/total, files per second, failures."""
+    """Done/total, files per second and failures on stderr: one line redrawn with \\r on a terminal,
+    a plain line every PLAIN_LINE_EVERY_S seconds (and at the end) elsewhere. Errors go through
+    `error` so that they never land in the middle of the status line."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int, enabled: bool, stream=None) -> None:
         self.total, self.done, self.failed = total, 0, 0
+        self.stream = stream or sys.stderr
         self.enabled = enabled
-        self.start = time.perf_counter()
+        self.interactive = enabled and self.stream.isatty()
+        self.line_open = False  # a \r line is on screen without its newline
+        self.start = self.last_plain = time.perf_counter()
 
     def update(self, count: int, failed: int = 0) -> None:
         self.done += count
         self.failed += failed
-        if self.enabled:
-            rate = self.done / max(time.perf_counter() - self.start, 1e-9)
-            left = (self.total - self.done) / rate if rate else 0
-            sys.stderr.write(
-                f"\r{self.done}/{self.total} images, {rate:.2f} img/s, "
-                f"{self.failed} failed, about {left:.0f} s left "
-            )
-            sys.stderr.flush()
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        rate = self.done / max(now - self.start, 1e-9)
+        left = (self.total - self.done) / rate if rate else 0
+        line = (
+            f"{self.done}/{self.total} images, {rate:.2f} img/s, {self.failed} failed, "
+            f"about {left:.0f} s left"
+        )
+        if self.interactive:
+            self.stream.write(f"\r{line} ")
+            self.line_open = True
+        elif self.done == self.total or now - self.last_plain >= PLAIN_LINE_EVERY_S:
+            self.stream.write(f"{line}\n")
+            self.last_plain = now
+        self.stream.flush()
+
+    def error(self, message: str) -> None:
+        if self.line_open:
+            self.stream.write("\n")
+            self.line_open = False
+        self.stream.write(f"error: {message}\n")
+        self.stream.flush()
 
     def finish(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
+        if self.line_open:
+            self.stream.write("\n")
+            self.line_open = False
 
 
 def _load_click():
@@ -97,6 +75,18 @@ def _load_click():
 
 def build_cli():
     click = _load_click()
+    positive = click.IntRange(min=1)
+
+    def color_option(_ctx, _param, value: str | None):
+        """--background checked as the command line is read, so a typo is a usage error (exit 2)."""
+        if value is None:
+            return None
+        from .remover import parse_color
+
+        try:
+            return parse_color(value)
+        except RmbgError as err:
+            raise click.BadParameter(str(err)) from None
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
     def cli() -> None:
@@ -116,24 +106,27 @@ def build_cli():
         "-o",
         "--output",
         required=True,
-        help="Output folder, a .png/.webp file for one input, or - for standard output.",
+        help="Output folder, a .png/.webp file for one input (its suffix sets the format), or - for "
+        "standard output.",
     )
-    @click.option("--mask-only", is_flag=True, help="Write the 8-bit mask instead of the cut-out.")
-    @click.option("--background", help="Composite on this colour (name or #rrggbb) instead of transparency.")
-    @click.option("--format", "fmt", type=click.Choice(FORMATS), default="png", show_default=True)
+    @click.option("--mask-only", is_flag=True, help="Write the 8-bit mask (grey PNG) instead of the cut-out.")
     @click.option(
-        "--batch-size", type=int, default=None, help="Images per inference call (default: model max)."
+        "--background",
+        callback=color_option,
+        help="Composite on this colour (name, #rrggbb, or #rrggbbaa: RGBA out) instead of transparency.",
     )
-    @click.option("--skip-existing", is_flag=True, help="Leave inputs whose output already exists.")
     @click.option(
-        "--backend",
-        default="auto",
-        show_default=True,
-        help="auto, tensorrt, onnxruntime-cuda or onnxruntime-cpu.",
+        "--format", "fmt", type=click.Choice(FORMATS), help="Output format [png, or the -o suffix]."
     )
+    @click.option(
+        "--keep-suffix", is_flag=True, help="Name outputs a.jpg.png (so a.jpg and a.png do not clash)."
+    )
+    @click.option("--batch-size", type=positive, default=None, help="Images per inference call [model max].")
+    @click.option("--skip-existing", is_flag=True, help="Leave inputs whose output exists and is complete.")
+    @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
     @click.option(
         "--max-pixels",
-        type=int,
+        type=positive,
         default=DEFAULT_MAX_PIXELS,
         show_default=True,
         help="Refuse larger images (decompression-bomb guard).",
@@ -144,7 +137,7 @@ def build_cli():
         help="ONNX graph for ONNX Runtime [CPU: int8 if exported, else fp32; CUDA: the export's].",
     )
     @click.option("--refine", is_flag=True, help="Estimate foreground colours at soft edges (hair, fur).")
-    @click.option("--threads", type=int, default=None, help="Threads for decoding and encoding.")
+    @click.option("--threads", type=positive, default=None, help="Threads for decoding and encoding.")
     @click.option(
         "--png-compress-level",
         type=click.IntRange(0, 9),
@@ -152,7 +145,7 @@ def build_cli():
         show_default=True,
         help="zlib level for PNG output: 1 is fast, 9 is small.",
     )
-    @click.option("--quiet", is_flag=True, help="No progress line.")
+    @click.option("--quiet", is_flag=True, help="No progress line and no notes; errors only.")
     def remove(
         inputs,
         model_dir,
@@ -160,6 +153,7 @@ def build_cli():
         mask_only,
         background,
         fmt,
+        keep_suffix,
         batch_size,
         skip_existing,
         backend,
@@ -171,15 +165,18 @@ def build_cli():
         quiet,
     ) -> None:
         """Remove the background of INPUTS (files, folders, globs, or - for standard input)."""
-        from .remover import parse_color
-
-        color = parse_color(background) if background is not None else None  # fails before loading
-        jobs = plan_jobs(list(inputs), output, fmt)
-        if len(jobs) == 1 and jobs[0].target is not None:
-            fmt = _format_of(jobs[0].target, fmt)
-        if skip_existing:
-            jobs = [j for j in jobs if j.target is None or not j.target.exists()]
-        options = OutputOptions(mask_only, color, fmt, png_compress_level, refine)
+        plan = plan_jobs(list(inputs), output, fmt, keep_suffix)
+        _check_mask_options(mask_only, background, refine, plan.fmt)
+        _check_standard_streams(plan.jobs)
+        jobs = [j for j in plan.jobs if not (skip_existing and j.target and is_complete_image(j.target))]
+        notes = [f"skipped {skipped}" for skipped in plan.skipped]
+        if not jobs:
+            notes.append(f"all {len(plan.jobs)} outputs exist already; nothing to do")
+        if not quiet:
+            sys.stderr.writelines(f"note: {note}\n" for note in notes)
+        if not jobs:
+            return
+        options = OutputOptions(mask_only, background, plan.fmt, png_compress_level, refine)
         pipeline = Pipeline.open(
             model_dir,
             backend,
@@ -189,7 +186,8 @@ def build_cli():
             max_pixels=max_pixels,
         )
         try:
-            failures = _run_jobs(pipeline, jobs, options, Progress(len(jobs), not quiet and len(jobs) > 1))
+            progress = Progress(len(jobs), not quiet and len(jobs) > 1)
+            failures = _run_jobs(pipeline, jobs, options, progress)
         finally:
             pipeline.close()
         if failures:
@@ -201,6 +199,50 @@ def build_cli():
     return cli
 
 
+def _check_mask_options(mask_only: bool, background, refine: bool, fmt: str | None = None) -> None:
+    """Options that would be ignored, or a mask that could not stay single-channel, are refused."""
+    if not mask_only:
+        return
+    ignored = [
+        name for name, given in (("--background", background is not None), ("--refine", refine)) if given
+    ]
+    if ignored:
+        raise UsageError(
+            f"--mask-only writes the mask alone, so {' and '.join(ignored)} would be ignored; "
+            "drop one of them."
+        )
+    if fmt == "webp":
+        raise UsageError(
+            "WebP has no single-channel mode, so a --mask-only WebP would be RGB; write masks as PNG "
+            "(--format png or an -o name ending in .png)."
+        )
+
+
+def _check_standard_streams(jobs: list[Job]) -> None:
+    """Closed standard streams are found before the model loads, not after inference."""
+    if any(job.source is None for job in jobs) and sys.stdin is None:
+        raise UsageError("standard input is closed; pipe an image into rmbg or name an input file.")
+    if any(job.target is None for job in jobs) and sys.stdout is None:
+        raise UsageError("standard output is closed; redirect it to a file or name one with -o FILE.png.")
+
+
+def _write_stdout(data: bytes) -> None:
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except OSError as err:
+        # The buffered bytes would fail again when Python flushes stdout at exit: send them nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if isinstance(err, BrokenPipeError):
+            raise RmbgError(
+                "cannot write to standard output because its reader closed it; let the reading command "
+                "read the whole image, or write to a file with -o FILE.png."
+            ) from None
+        raise RmbgError(
+            f"cannot write to standard output ({err.strerror or err}); redirect it to a file with room."
+        ) from None
+
+
 def _run_jobs(pipeline, jobs: list[Job], options: OutputOptions, progress: Progress) -> int:
     """Every job through the staged pipeline; outputs are written here, in the main thread, so an
     interrupt always unwinds through the write that removes its partial file. Returns failures."""
@@ -209,16 +251,15 @@ def _run_jobs(pipeline, jobs: list[Job], options: OutputOptions, progress: Progr
     for job, result in zip(jobs, pipeline.map(sources, options), strict=True):
         failed = 0
         if isinstance(result, RmbgError):
-            sys.stderr.write(f"\nerror: {result}\n")
+            progress.error(str(result))
             failed = 1
         elif job.target is None:
-            sys.stdout.buffer.write(result.data)
-            sys.stdout.buffer.flush()
+            _write_stdout(result.data)
         else:
             try:
                 write_atomically(job.target, result.data)
             except OSError as err:
-                sys.stderr.write(f"\nerror: cannot write {job.target}: {err.strerror or err}\n")
+                progress.error(f"cannot write {job.target}: {err.strerror or err}")
                 failed = 1
         failures += failed
         progress.update(1, failed)
@@ -271,9 +312,11 @@ def _add_serve(cli, click) -> None:
         default=defaults.log_level,
         show_default=True,
     )
+    @click.option("--ui/--no-ui", default=defaults.ui, show_default=True, help="The browser page at /.")
     def serve(**kwargs) -> None:
         """Serve the model over HTTP: POST /v1/remove, rembg's POST /api/remove, /healthz, /readyz,
-        /metrics, /v1/model and /docs. Needs the serve extra: pip install 'rmbg-toolkit[serve]'."""
+        /metrics, /v1/model, /docs and a browser page at /. Needs the serve extra:
+        pip install 'rmbg-toolkit[serve]'."""
         try:
             from .server.run import serve as run_server
         except ImportError as err:
@@ -285,10 +328,24 @@ def _add_serve(cli, click) -> None:
 
 
 def _progress_line(done: int, total: int) -> None:
-    sys.stderr.write(f"\r{done}/{total} images")
-    if done == total:
-        sys.stderr.write("\n")
+    """eval/compare progress: rewritten in place on a terminal; in a log, a line per tenth."""
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r{done}/{total} images" + ("\n" if done == total else ""))
+    elif done == total or done % max(1, total // 10) == 0:
+        sys.stderr.write(f"{done}/{total} images\n")
     sys.stderr.flush()
+
+
+def _error_line(message: str) -> None:
+    """One line per failed image, never glued to an unfinished progress line."""
+    sys.stderr.write(("\n" if sys.stderr.isatty() else "") + f"error: {message}\n")
+    sys.stderr.flush()
+
+
+def _exit_if_failed(summary: dict) -> None:
+    if summary["failed"]:
+        sys.stderr.write(f"{summary['failed']} of {summary['failed'] + summary['images']} images failed.\n")
+        sys.exit(1)
 
 
 def _import_evaluation():
@@ -326,11 +383,20 @@ def _add_quality(cli, click) -> None:
         run = _import_evaluation()
         remover = Remover(model_dir, backend, precision=precision)
         summary = run.run_eval(
-            remover, images, masks, out, worst=worst, hce=hce, save_masks=save_masks, progress=_progress_line
+            remover,
+            images,
+            masks,
+            out,
+            worst=worst,
+            hce=hce,
+            save_masks=save_masks,
+            progress=_progress_line,
+            on_error=_error_line,
         )
         click.echo(f"{summary['images']} images: " + ", ".join(
             f"{k} {summary[k]:.4f}" for k in ("maxFm", "wFm", "MAE", "Sm", "meanEm", "HCE") if k in summary
         ) + f"; report in {out}")  # fmt: skip
+        _exit_if_failed(summary)
 
     @cli.command()
     @click.argument("dir_a", type=folder)
@@ -351,7 +417,9 @@ def _add_quality(cli, click) -> None:
         run = _import_evaluation()
         a = Remover(dir_a, backend_a, precision=precision_a)
         b = Remover(dir_b, backend_b, precision=precision_b)
-        summary = run.run_compare(a, b, images, out, worst=worst, progress=_progress_line)
+        summary = run.run_compare(
+            a, b, images, out, worst=worst, progress=_progress_line, on_error=_error_line
+        )
         s = summary
         click.echo(
             f"{s['images']} images: mean MAE {s['mean_mae']:.2e}, worst {s['worst_mae']:.2e}, max |diff| "
@@ -363,16 +431,16 @@ def _add_quality(cli, click) -> None:
                 err=True,
             )
             sys.exit(1)
+        _exit_if_failed(summary)
 
 
-def _format_of(path: Path, default: str) -> str:
-    suffix = path.suffix.lower().lstrip(".")
-    return suffix if suffix in FORMATS else default
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C."""
 
 
 def main() -> None:
     def on_sigterm(_signum, _frame):
-        raise KeyboardInterrupt  # unwind through the finally blocks that remove partial files
+        raise Terminated  # unwind through the finally blocks that remove partial files
 
     signal.signal(signal.SIGTERM, on_sigterm)
     cli = build_cli()
@@ -380,12 +448,16 @@ def main() -> None:
 
     try:
         cli.main(standalone_mode=False)
+    except UsageError as err:
+        sys.stderr.write(f"error: {err}\n")
+        sys.exit(2)
     except RmbgError as err:
         sys.stderr.write(f"error: {err}\n")
         sys.exit(1)
-    except (KeyboardInterrupt, click.exceptions.Abort):  # click turns Ctrl-C into Abort
+    except (KeyboardInterrupt, click.exceptions.Abort) as err:  # click turns Ctrl-C into Abort
+        terminated = isinstance(err, Terminated) or isinstance(err.__context__, Terminated)
         sys.stderr.write("\ninterrupted; no output file was left half-written\n")
-        sys.exit(130)
+        sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
     except click.ClickException as err:  # usage errors
         err.show()
         sys.exit(err.exit_code)

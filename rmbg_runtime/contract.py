@@ -39,6 +39,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 REEXPORT = "run `rmbg-export` again for this folder"
+# How each graph is made: the fp32 graph is always exported, the fp16 one unless --precision fp32.
+MAKE_GRAPH = {
+    "fp32": REEXPORT,
+    "fp16": "export again with --precision fp16 (the default)",
+    "int8": "export again with --cpu-int8 (e.g. `rmbg-export SOURCE --output DIR --onnx-only --cpu-int8`)",
+}
 
 
 def _plain(value: Any) -> Any:
@@ -354,10 +360,11 @@ class ModelSpec:
         return self.onnx.graphs
 
     def graph(self, precision: str) -> GraphEntry:
+        if precision not in GRAPH_PRECISIONS:
+            raise ModelError(f"precision {precision!r} is unknown; use one of {', '.join(GRAPH_PRECISIONS)}.")
         entry = self.graphs.get(precision)
         if entry is None:
-            option = "--cpu-int8" if precision == "int8" else f"--precision {precision}"
-            raise ModelError(f"{self.folder} has no {precision} ONNX graph; {REEXPORT} with {option}.")
+            raise ModelError(f"{self.folder} has no {precision} ONNX graph; {MAKE_GRAPH[precision]}.")
         return entry
 
     def graph_path(self, precision: str) -> Path:

@@ -15,3 +15,7 @@ class ModelError(RmbgError):
 
 class BackendUnavailable(RmbgError):
     """The requested inference backend is not installed or has no device here."""
+
+
+class UsageError(RmbgError):
+    """A command line that asks for something impossible or unsafe, caught before any work (exit 2)."""

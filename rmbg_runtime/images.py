@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import io
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import (
+    BmpImagePlugin,
+    IcnsImagePlugin,
+    IcoImagePlugin,
+    Image,
+    ImageOps,
+    PngImagePlugin,
+    UnidentifiedImageError,
+)
+
+from .errors import ImageError, RmbgError
 
 ImageInput = str | Path | bytes | bytearray | Image.Image | np.ndarray
+IMAGE_INPUT_TYPES = (str, Path, bytes, bytearray, Image.Image, np.ndarray)  # for isinstance
 
 EXIF_ORIENTATION = 0x0112
 DEFAULT_MAX_PIXELS = 100_000_000  # a 10000x10000 photo; guards against decompression bombs
@@ -32,54 +47,131 @@ def describe(source: ImageInput) -> str:
 
 
 def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """An RGB image with EXIF orientation applied; first frame of animations."""
-    from .errors import ImageError
-
+    """An RGB image with EXIF orientation applied; first frame of animations. Anything that is not a
+    usable image (missing, damaged, over `max_pixels`) raises ImageError, whatever Pillow raised."""
     name = describe(source)
     if isinstance(source, np.ndarray):
         if source.ndim >= 2:
-            _check_pixels(name, source.shape[1], source.shape[0], max_pixels)
+            _check_pixels(name, (source.shape[1], source.shape[0]), max_pixels)
         return _from_array(source, name)
-    image = source if isinstance(source, Image.Image) else _open(source, name)
-    _check_pixels(name, *image.size, max_pixels)
+    if isinstance(source, Image.Image):
+        return _decoded(source, name, max_pixels)
+    _allow_in_pillow(max_pixels)
+    with _stream(source, name) as stream:
+        return _decoded(_open(stream, name, max_pixels), name, max_pixels)
+
+
+def _decoded(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
     try:
+        _check_pixels(name, _size_to_decode(image), max_pixels)
         image.load()
+        _check_pixels(name, image.size, max_pixels)  # the decoder's own size is the one that counts
         if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # exif_transpose copies even when upright
             image = ImageOps.exif_transpose(image)
         return to_rgb(image)
-    except (OSError, ValueError, SyntaxError) as err:
-        raise ImageError(f"{name} could not be decoded ({err}); the file is truncated or damaged.") from None
+    except RmbgError:
+        raise
+    except Exception as err:  # noqa: BLE001 - damaged files make Pillow raise almost anything
+        raise _damaged(name, err) from None
 
 
-def _check_pixels(name: str, width: int, height: int, max_pixels: int) -> None:
-    from .errors import ImageError
+def _damaged(name: str, err: Exception) -> ImageError:
+    # Pillow's plugins raise OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError,
+    # TypeError... on damaged input; every one of them is this image's fault, not the program's.
+    if isinstance(err, Image.DecompressionBombError):
+        return ImageError(f"{name} is over Pillow's decompression-bomb limit ({err}); it is refused.")
+    detail = str(err) or type(err).__name__
+    return ImageError(f"{name} could not be decoded ({detail}); the file is truncated or damaged.")
 
+
+def _check_pixels(name: str, size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise ImageError(f"{name} is {width}x{height}: it has no pixels.")
     if width * height > max_pixels:
         raise ImageError(
-            f"{name} has {width}x{height} pixels, over the limit of {max_pixels:,}; raise max_pixels "
-            "if the image is trusted."
+            f"{name} has {width}x{height} pixels, over the limit of {max_pixels:,}; raise --max-pixels "
+            "(max_pixels in Python) if the image is trusted."
         )
 
 
-def _open(source, name: str) -> Image.Image:
-    from .errors import ImageError
+_pillow_limit_lock = threading.Lock()
 
+
+def _allow_in_pillow(max_pixels: int) -> None:
+    """Pillow has its own bomb limit, one process-wide number (it refuses over twice
+    Image.MAX_IMAGE_PIXELS, 179 MP by default). Our per-call limit, checked from the header before
+    decoding, is the one that governs, so Pillow's is raised to at least it: raised only, under a
+    lock, so that concurrent calls with different limits never lower it under one another."""
+    with _pillow_limit_lock:
+        if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+@contextmanager
+def _stream(source: str | Path | bytes | bytearray, name: str) -> Iterator[BinaryIO]:
     if isinstance(source, (bytes, bytearray)):
         if not source:
             raise ImageError(f"{name} is empty: no image data was given.")
-        source = io.BytesIO(source)
-    elif not Path(source).is_file():
-        raise ImageError(f"{name} does not exist or is not a file.")
+        yield io.BytesIO(source)
+        return
     try:
+        stream = open(source, "rb")  # closed below, after decoding
+    except OSError as err:
+        raise ImageError(f"{name} does not exist or cannot be read ({err.strerror or err}).") from None
+    with stream:
+        yield stream
+
+
+def _open(stream: BinaryIO, name: str, max_pixels: int) -> Image.Image:
+    """Pillow's lazy open (the header only), after checking the one format that decodes in it."""
+    try:
+        _check_icon_entry(stream, name, max_pixels)
+        stream.seek(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-            return Image.open(source)
-    except Image.DecompressionBombError:
-        raise ImageError(f"{name} is larger than Pillow's decompression-bomb limit; it is refused.") from None
+            return Image.open(stream)
+    except RmbgError:
+        raise
     except UnidentifiedImageError:
-        raise ImageError(f"{name} is not an image format Pillow can read.") from None
-    except OSError as err:
-        raise ImageError(f"{name} could not be opened ({err}).") from None
+        raise ImageError(
+            f"{name} is not an image format Pillow can read (or its header is damaged)."
+        ) from None
+    except Exception as err:  # noqa: BLE001 - see _damaged
+        raise _damaged(name, err) from None
+
+
+ICO_MAGIC = b"\0\0\1\0"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_icon_entry(stream: BinaryIO, name: str, max_pixels: int) -> None:
+    """Pillow's ICO plugin decodes the icon's largest entry inside Image.open, and an entry may hold
+    a PNG of any size whatever the directory declares: read that entry's own header first."""
+    if stream.read(4) != ICO_MAGIC:
+        return
+    stream.seek(0)
+    icon = IcoImagePlugin.IcoFile(stream)
+    if not icon.entry:
+        raise ImageError(f"{name} is an icon file without images.")
+    entry = icon.entry[0]  # sorted largest first: the one Image.open loads
+    stream.seek(entry.offset)
+    is_png = stream.read(8) == PNG_MAGIC
+    stream.seek(entry.offset)
+    if is_png:
+        size = PngImagePlugin.PngImageFile(stream).size  # reads the chunks up to the pixel data
+    else:
+        width, height = BmpImagePlugin.DibImageFile(stream).size
+        size = (width, height // 2)  # an icon's bitmap holds the colours and the AND mask
+    _check_pixels(name, size, max_pixels)
+
+
+def _size_to_decode(image: Image.Image) -> tuple[int, int]:
+    """The size `load()` will produce: an ICNS entry may hold a PNG or JPEG 2000 of any size (opened
+    here, not decoded); every other format decodes at its header's size (first frame, first page)."""
+    if isinstance(image, IcnsImagePlugin.IcnsImageFile) and image._im is None:
+        return image.icns.getimage(image.best_size).size
+    return image.size
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -97,8 +189,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _from_array(array: np.ndarray, name: str) -> Image.Image:
-    from .errors import ImageError
-
     if array.dtype != np.uint8:
         raise ImageError(f"{name} must be uint8 (0-255); convert it with .astype(np.uint8) after scaling.")
     if array.ndim == 2:

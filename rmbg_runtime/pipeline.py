@@ -40,7 +40,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class OutputOptions:
     mask_only: bool = False
-    background: tuple[int, ...] | None = None  # RGB, or RGBA to keep an alpha channel (rembg's bgc)
+    background: tuple[int, ...] | None = None  # RGB, or RGBA (see on_background)
     fmt: str = "png"
     png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL
     refine: bool = False  # estimate foreground colours at soft edges (refine.py)
@@ -61,15 +61,16 @@ def render(image: Image.Image, alpha: np.ndarray, options: OutputOptions) -> Ima
         image = refine_foreground(image, alpha)
     if options.background is None:
         return cut_out(image, alpha)
-    if len(options.background) == 4:
-        return _composite_rgba(image, alpha, options.background)
-    return composite(image, alpha, options.background[:3])
+    return on_background(image, alpha, options.background)
 
 
-def _composite_rgba(image: Image.Image, alpha: np.ndarray, rgba: tuple[int, ...]) -> Image.Image:
-    """The cut-out over a colour that has its own alpha (rembg's `bgc`): the "over" operator."""
-    background = Image.new("RGBA", image.size, tuple(rgba))
-    return Image.alpha_composite(background, cut_out(image, alpha))
+def on_background(image: Image.Image, alpha: np.ndarray, color: tuple[int, ...]) -> Image.Image:
+    """The cut-out over a colour (r, g, b) or (r, g, b, a), the one rule for the API, the CLI and
+    the server: a translucent colour (a < 255) gives RGBA, the cut-out over it by Porter-Duff
+    "over" (Pillow's alpha_composite, as rembg's `bgc`); an opaque one gives RGB."""
+    if len(color) == 4 and color[3] < 255:
+        return Image.alpha_composite(Image.new("RGBA", image.size, tuple(color)), cut_out(image, alpha))
+    return composite(image, alpha, tuple(color[:3]))
 
 
 def encode(image: Image.Image, fmt: str, png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL) -> bytes:

@@ -11,22 +11,33 @@ from PIL import Image, ImageColor
 
 from .backends import Backend, open_backend
 from .errors import RmbgError
-from .images import DEFAULT_MAX_PIXELS, ImageInput, load_image
+from .images import DEFAULT_MAX_PIXELS, IMAGE_INPUT_TYPES, ImageInput, load_image
 from .metadata import read_model_spec
 from .pipeline import OutputOptions, render
 from .processing import postprocess, preprocess, resize_probability
 
 
-def parse_color(color: str | Sequence[int]) -> tuple[int, int, int]:
+def parse_color(color: str | Sequence[int]) -> tuple[int, ...]:
+    """(r, g, b) for an opaque colour, (r, g, b, a) for a translucent one (a < 255): a name,
+    #rgb, #rrggbb, #rrggbbaa, or three or four values in 0-255."""
     if isinstance(color, str):
         try:
-            return ImageColor.getrgb(color)[:3]
+            rgba = ImageColor.getcolor(color, "RGBA")
         except ValueError:
-            raise RmbgError(f"background colour {color!r} is not a colour name or #rrggbb.") from None
-    rgb = tuple(int(c) for c in color)
-    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
-        raise RmbgError(f"background colour {color!r} must be three values in 0-255.")
-    return rgb
+            raise RmbgError(
+                f"background colour {color!r} is not a colour name, #rrggbb or #rrggbbaa."
+            ) from None
+    else:
+        try:
+            values = tuple(int(c) for c in color)
+        except (TypeError, ValueError):
+            values = ()
+        if len(values) not in (3, 4) or not all(0 <= c <= 255 for c in values):
+            raise RmbgError(
+                f"background colour {color!r} must be three or four values in 0-255 (r, g, b[, a])."
+            )
+        rgba = (*values, 255)[:4]
+    return tuple(rgba[:3]) if rgba[3] == 255 else tuple(rgba)
 
 
 class Remover:
@@ -70,6 +81,11 @@ class Remover:
     def load(self, image: ImageInput) -> Image.Image:
         return load_image(image, max_pixels=self.max_pixels)
 
+    def _load_all(self, images: Sequence[ImageInput], method: str, single: str) -> list[Image.Image]:
+        if isinstance(images, IMAGE_INPUT_TYPES):  # a str is a sequence too: of characters
+            raise RmbgError(f"{method} takes a list of images; for one image call {single}(image).")
+        return [self.load(im) for im in images]
+
     def probabilities(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
         """Network-resolution (H, W) probability maps, batched up to the backend's limit."""
         out: list[np.ndarray] = []
@@ -91,7 +107,7 @@ class Remover:
         return self.predict_masks([image])[0]
 
     def predict_masks(self, images: Sequence[ImageInput]) -> list[np.ndarray]:
-        loaded = [self.load(im) for im in images]
+        loaded = self._load_all(images, "predict_masks", "predict_mask")
         return [
             resize_probability(p, im.size) for p, im in zip(self.probabilities(loaded), loaded, strict=True)
         ]
@@ -119,7 +135,7 @@ class Remover:
         estimated foreground (no background colour bleeding into hair or fur)."""
         color = parse_color(background) if background is not None else None
         options = OutputOptions(mask_only=mask_only, background=color, refine=refine)
-        loaded = [self.load(im) for im in images]
+        loaded = self._load_all(images, "remove_backgrounds", "remove_background")
         return [
             render(image, postprocess(prob, image.size), options)
             for prob, image in zip(self.probabilities(loaded), loaded, strict=True)

@@ -7,9 +7,11 @@ offending nodes so a user knows what to change without reading a TensorRT log.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 import onnx
 
@@ -32,6 +34,26 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.op} node {self.node!r}: {self.reason}"
+
+
+def require_version(version: str) -> str:
+    """A TensorRT version as MAJOR.MINOR[.PATCH...] (10.13, 11.4, 10.12.0.36), or one sentence."""
+    if not re.fullmatch(r"\d+\.\d+(\.\d+)*([a-z]+\d*)?", version.strip()):
+        raise ExportError(
+            f"--tensorrt {version!r} is not a TensorRT version; give one such as 10.13 or 11.4."
+        )
+    return version.strip()
+
+
+def load_graph(path: Path) -> onnx.ModelProto:
+    """The graph's nodes (weights stored beside it are not needed), or one sentence if it is not ONNX."""
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 - protobuf's DecodeError and friends: not an ONNX file
+        raise ExportError(
+            f"{path} is not a readable ONNX graph ({type(err).__name__}: {str(err)[:120]}); it is damaged "
+            "or not an export: run `rmbg-export` again for this folder."
+        ) from None
 
 
 @cache

@@ -3,6 +3,8 @@ passed the export's accuracy gate against fp32), else fp32; on CUDA the export's
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..contract import ModelSpec
@@ -48,6 +50,27 @@ def default_precision(spec: ModelSpec, device: str) -> str:
     return "int8" if "int8" in spec.graphs else "fp32"  # int8 graphs are QDQ for the CPU provider
 
 
+def check_graph_matches_spec(session, spec: ModelSpec, path: Path) -> None:
+    """model.json's tensor names and input size against the graph's own, at load rather than as an
+    InvalidArgument at the first run."""
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    outputs = [o.name for o in session.get_outputs()]
+    if spec.input_name not in inputs or spec.output_name not in outputs:
+        raise ModelError(
+            f"{spec.folder}/model.json names the tensors {spec.input_name!r} -> {spec.output_name!r} but "
+            f"{path.name} has {', '.join(inputs)} -> {', '.join(outputs)}; model.json does not belong to "
+            "this graph: run `rmbg-export` again for this folder."
+        )
+    graph_hw = inputs[spec.input_name][2:]
+    fixed = [d for d in graph_hw if isinstance(d, int)]
+    if len(fixed) == 2 and tuple(fixed) != (spec.height, spec.width):
+        raise ModelError(
+            f"{spec.folder}/model.json says the input is {spec.height}x{spec.width} (HxW) but {path.name} "
+            f"takes {fixed[0]}x{fixed[1]}; model.json is wrong for this graph: run `rmbg-export` again "
+            f"for this folder (with --resolution {fixed[0]}x{fixed[1]} to keep the graph's size)."
+        )
+
+
 class OnnxRuntimeBackend:
     def __init__(
         self,
@@ -71,6 +94,7 @@ class OnnxRuntimeBackend:
         if verify_files:
             verify_file(path, spec.graph(precision).sha256)
         self.session = _session(ort, path, device, device_id, threads)
+        check_graph_matches_spec(self.session, spec, path)
         self.name = f"onnxruntime-{device} ({precision} graph)"
         self.max_batch = spec.max_batch
         self.input_name, self.output_name = spec.input_name, spec.output_name

@@ -30,7 +30,8 @@ def write_report(out: Path, title: str, summary: dict, rows: list[dict], sheet: 
     write_atomically(out / "summary.md", markdown(summary, title).encode())
     if rows:
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        columns = list(dict.fromkeys(key for row in rows for key in row))  # failed rows add "error"
+        writer = csv.DictWriter(text, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
         write_atomically(out / "per_image.csv", text.getvalue().encode())

@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..errors import RmbgError
 from ..images import load_image
+from ..jobs import check_outputs
 from .differences import mask_differences
 from .metrics import DisMetrics, to_gt_size
 from .pairs import images_in, pair_by_stem
@@ -25,13 +26,26 @@ Predict = Callable[[list[Path]], list[np.ndarray]]  # images -> uint8 (H, W) mas
 
 @dataclass
 class Progress:
+    """Where a run stands: `report(done, total)` after each image, `error(message)` for each image
+    that failed (the run goes on; its row in per_image.csv holds the message)."""
+
     total: int
     report: Callable[[int, int], None] = lambda _done, _total: None
+    error: Callable[[str], None] = lambda _message: None
     done: int = 0
 
     def step(self, count: int = 1) -> None:
         self.done += count
         self.report(self.done, self.total)
+
+
+def tracker(
+    total: int, report: Callable[[int, int], None] | None, on_error: Callable[[str], None] | None
+) -> Progress:
+    progress = Progress(total)
+    progress.report = report or progress.report
+    progress.error = on_error or progress.error
+    return progress
 
 
 def remover_predict(remover) -> Predict:
@@ -71,11 +85,22 @@ def chunks(items: list, size: int) -> list[list]:
 
 
 def read_mask(path: Path) -> np.ndarray:
+    """uint8 (H, W): decoded as images are (every Pillow mode, 16-bit rescaled), then grey."""
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L"))
-    except OSError as err:
-        raise RmbgError(f"{path} is not a readable mask ({err}).") from None
+        return np.asarray(load_image(path).convert("L"))
+    except RmbgError as err:
+        raise RmbgError(f"the mask {err}") from None
+
+
+def predict_each(predict: Predict, paths: list[Path]) -> list[np.ndarray | RmbgError]:
+    """A batch's masks; when the batch fails, each image alone, so that one bad image costs its own
+    row and not its batch's."""
+    try:
+        return list(predict(paths))
+    except RmbgError as err:
+        if len(paths) == 1:
+            return [err]
+    return [predict_each(predict, [path])[0] for path in paths]
 
 
 def evaluate(
@@ -88,20 +113,22 @@ def evaluate(
     progress: Progress | None = None,
     worst: WorstImages | None = None,
 ) -> tuple[dict, list[dict]]:
-    """Dataset summary and per-image rows; a prediction or mask that fails is reported in its row.
-    `worst` keeps the images with the largest MAE for the contact sheet."""
+    """Dataset summary and per-image rows; an image whose prediction or ground-truth mask fails costs
+    its own row (with the error) and the run goes on. `worst` keeps the images with the largest MAE
+    for the contact sheet."""
     metrics, rows = DisMetrics(hce), []
     progress = progress or Progress(len(pairs))
     start = time.perf_counter()
     for chunk in chunks(pairs, batch):
-        try:
-            predictions = predict([image for image, _ in chunk])
-        except RmbgError as err:
-            rows += [{"image": image.name, "error": str(err)} for image, _ in chunk]
-            progress.step(len(chunk))
-            continue
-        for (image, mask), pred in zip(chunk, predictions, strict=True):
-            gt = read_mask(mask)
+        for (image, mask), pred in zip(chunk, predict_each(predict, [i for i, _ in chunk]), strict=True):
+            try:
+                if isinstance(pred, RmbgError):
+                    raise pred
+                gt = read_mask(mask)
+            except RmbgError as err:
+                rows.append({"image": image.name, "error": str(err)})
+                progress.error(str(err))
+                continue
             pred = to_gt_size(pred, gt)
             figures = metrics.step(pred, gt)
             rows.append({"image": image.name, **figures})
@@ -113,13 +140,19 @@ def evaluate(
         progress.step(len(chunk))
     evaluated = [r for r in rows if "error" not in r]
     if not evaluated:
-        raise RmbgError("no image could be evaluated; see the errors above.")
+        raise RmbgError(nothing_done("evaluated", rows))
     summary = metrics.summary() | {
         "images": len(evaluated),
         "failed": len(rows) - len(evaluated),
         "seconds_per_image": round((time.perf_counter() - start) / len(pairs), 3),
     }
     return summary, rows
+
+
+def nothing_done(verb: str, rows: list[dict]) -> str:
+    if not rows:
+        return f"no image could be {verb}: the folder holds no image file."
+    return f"no image could be {verb}: all {len(rows)} failed, the first with: {rows[0]['error']}"
 
 
 def birefnet_layout(save_masks: Path, model_dir: Path, images: Path) -> Path:
@@ -132,13 +165,20 @@ def birefnet_layout(save_masks: Path, model_dir: Path, images: Path) -> Path:
 def run_eval(
     remover, images: Path, masks: Path, out: Path, *, worst: int = 8, hce: bool = True,
     save_masks: Path | None = None, progress: Callable[[int, int], None] | None = None,
+    on_error: Callable[[str], None] | None = None,
 ) -> dict:  # fmt: skip
     pairs, unmatched = pair_by_stem(images, masks)
     target = birefnet_layout(save_masks, Path(remover.spec.folder), images) if save_masks else None
+    if target is not None:
+        check_outputs(
+            [(image, target / f"{image.stem}.png") for image, _ in pairs],
+            "choose a --save-masks folder outside the images and masks",
+            other_inputs=[mask for _, mask in pairs],
+        )
     kept = WorstImages(worst)
     summary, rows = evaluate(
         pairs, remover_predict(remover), batch=remover.backend.max_batch, hce=hce, save_masks=target,
-        progress=Progress(len(pairs), progress or (lambda _d, _t: None)), worst=kept,
+        progress=tracker(len(pairs), progress, on_error), worst=kept,
     )  # fmt: skip
     summary |= {
         "model": str(remover.spec.folder),
@@ -152,24 +192,25 @@ def run_eval(
 
 def run_compare(
     remover_a, remover_b, images: Path, out: Path, *, worst: int = 8,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, on_error: Callable[[str], None] | None = None,
 ) -> dict:  # fmt: skip
     files = sorted(images_in(images).values()) if images.is_dir() else [images]
     predict_a, predict_b = remover_predict(remover_a), remover_predict(remover_b)
-    tracker = Progress(len(files), progress or (lambda _d, _t: None))
+    steps = tracker(len(files), progress, on_error)
     rows, kept = [], WorstImages(worst)
     for path in files:
         try:
             a, b = predict_a([path])[0], predict_b([path])[0]
         except RmbgError as err:
             rows.append({"image": path.name, "error": str(err)})
+            steps.error(str(err))
         else:
             rows.append({"image": path.name, **mask_differences(a, b)})
             kept.offer(rows[-1]["mae"], path, a, b)
-        tracker.step()
+        steps.step()
     compared = [r for r in rows if "error" not in r]
     if not compared:
-        raise RmbgError("no image could be compared; see the errors above.")
+        raise RmbgError(nothing_done("compared", rows))
     summary = {
         "images": len(compared),
         "failed": len(rows) - len(compared),

@@ -25,6 +25,7 @@ from ..pipeline import OutputOptions, Pipeline, Result
 from ..remover import parse_color
 from .limits import BodyLimit, BodyTooLarge, too_large_message
 from .metrics import Metrics
+from .page import add_page_routes
 from .settings import ServerSettings
 
 log = logging.getLogger("rmbg.serve")
@@ -217,6 +218,8 @@ def create_app(pipeline: Pipeline, settings: ServerSettings, metrics: Metrics) -
     app.state.rmbg = state
     _image_routes(app, state)
     _operations_routes(app, state)
+    if settings.ui:
+        add_page_routes(app)
     refused = lambda path: metrics.count(path, 413)  # noqa: E731
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_refused=refused)
     return app

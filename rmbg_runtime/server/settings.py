@@ -25,6 +25,7 @@ class ServerSettings:
     timeout_s: float = 60.0
     png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL
     log_level: str = "info"
+    ui: bool = True  # the browser page at /
 
     @property
     def max_body_bytes(self) -> int:
