@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
+from .architecture import BACKBONES, PATCH_ORDERS, SWIN_CONFIGS
 from .errors import ExportError
 from .files import sha256_file
-from .model import BACKBONES, PATCH_ORDERS, BiRefNet, create_model
-from .model.swin import SWIN_CONFIGS
+from .model import BiRefNet, create_model
 from .patch_order import patch_order_from_code
 from .sources import ResolvedSource, resolve_source
 

@@ -1,19 +1,21 @@
-"""`rmbg-export`: export a checkpoint (the default command) or inspect one."""
+"""`rmbg-export`: export a checkpoint (the default command) or inspect one; `triton` and
+`preflight` read an export only, so this module and theirs load without torch."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from pathlib import Path
 
 import click
 
+from rmbg_runtime.contract import EXPORT_PRECISIONS
 from rmbg_runtime.errors import RmbgError
 
+from .architecture import BACKBONES, DEFORM_CONV_MODES, PATCH_ORDERS
 from .errors import ExportError
-from .model import BACKBONES
-from .onnx.trace import DEFAULT_OPSET
-from .pipeline import DEFAULT_DEFORM_CONV
+from .options import DEFAULT_DEFORM_CONV, DEFAULT_OPSET, DEFAULT_OPT_LEVEL, DEFAULT_PRECISION, EngineOptions
 
 
 class DefaultGroup(click.Group):
@@ -76,17 +78,19 @@ def parse_resolution(_ctx, _param, value: str) -> tuple[int, int]:
     help="Network input size: one number or HxW (height x width), multiples of 32.",
 )
 @click.option("--max-batch", default=4, show_default=True, help="Largest batch the graph/engine serves.")
-@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
+@click.option(
+    "--precision", type=click.Choice(EXPORT_PRECISIONS), default=DEFAULT_PRECISION, show_default=True
+)
 @click.option(
     "--deform-conv",
-    type=click.Choice(["native", "grid_sample"]),
+    type=click.Choice(DEFORM_CONV_MODES),
     default=DEFAULT_DEFORM_CONV,
     show_default=True,
     help="ONNX DeformConv operator, or GridSample + MatMul (no plugins).",
 )
 @click.option(
     "--patch-order",
-    type=click.Choice(["legacy", "einops"]),
+    type=click.Choice(PATCH_ORDERS),
     help="Image-patch channel order; read from the hub code file when not given.",
 )
 @click.option(
@@ -117,7 +121,7 @@ def parse_resolution(_ctx, _param, value: str) -> tuple[int, int]:
 @click.option(
     "--opt-level",
     type=click.IntRange(0, 5),
-    default=3,
+    default=DEFAULT_OPT_LEVEL,
     show_default=True,
     help="TensorRT builder optimization level.",
 )
@@ -143,8 +147,7 @@ def export(source: str, output: Path, resolution: tuple[int, int], **kw) -> None
     """Export SOURCE to ONNX (and a TensorRT engine unless --onnx-only)."""
     from .pipeline import ExportOptions, run_export
 
-    names = ("workspace_gib", "opt_level", "opt_batch", "timing_cache", "tf32", "weak_typing")
-    engine = {k: kw.pop(k) for k in names}
+    engine = EngineOptions(**{f.name: kw.pop(f.name) for f in dataclasses.fields(EngineOptions)})
     options = ExportOptions(
         source=source, output=output, height=resolution[0], width=resolution[1], engine=engine, **kw
     )
@@ -153,7 +156,7 @@ def export(source: str, output: Path, resolution: tuple[int, int], **kw) -> None
 
 @cli.command()
 @click.argument("source")
-@click.option("--patch-order", type=click.Choice(["legacy", "einops"]), help="Override the code file.")
+@click.option("--patch-order", type=click.Choice(PATCH_ORDERS), help="Override the code file.")
 @click.option("--revision", help="Hub revision (branch, tag or commit).")
 def inspect(source: str, patch_order: str | None, revision: str | None) -> None:
     """Print what SOURCE holds and whether it loads strictly."""
@@ -166,17 +169,20 @@ def inspect(source: str, patch_order: str | None, revision: str | None) -> None:
 @cli.command()
 @click.argument("folder", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--tensorrt", "version", required=True, help="Target TensorRT version, e.g. 10.13 or 11.4.")
-@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
+@click.option(
+    "--precision", type=click.Choice(EXPORT_PRECISIONS), default=DEFAULT_PRECISION, show_default=True
+)
 @click.option("--weak-typing", is_flag=True, help="Check the weakly typed path (TensorRT 10.x).")
 def preflight(folder: Path, version: str, precision: str, weak_typing: bool) -> None:
     """Check an export's graph against TensorRT's ONNX operator support, without TensorRT."""
 
-    from .metadata import FP16_GRAPH_NAME, FP32_GRAPH_NAME
+    from rmbg_runtime.contract import GRAPH_FILES
+
     from .tensorrt.plan import build_plan
     from .tensorrt.preflight import load_graph, needs_plugins, require_supported, require_version
 
     plan = build_plan(require_version(version), precision, weak_typing=weak_typing)
-    graph = folder / (FP16_GRAPH_NAME if plan.graph == "fp16" else FP32_GRAPH_NAME)
+    graph = folder / GRAPH_FILES[plan.graph]
     if not graph.is_file():
         raise ExportError(f"{graph} does not exist; export with --precision {precision} first.")
     model = load_graph(graph)
@@ -240,6 +246,13 @@ def main() -> None:
         sys.exit(err.exit_code)
     except (ExportError, RmbgError) as err:
         click.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    except ModuleNotFoundError as err:  # `triton` and `preflight` run without the export extra
+        click.echo(
+            f"error: this command needs {err.name}, which is not installed: pip install "
+            "'rmbg-toolkit[export]' (or [deploy] for `rmbg-export triton` and `preflight` alone).",
+            err=True,
+        )
         sys.exit(1)
     except OSError as err:  # a full disk, a read-only folder, a name taken by a folder
         where = f" {err.filename}" if err.filename else ""

@@ -1,8 +1,5 @@
-"""`model.json`: the contract between the exporter and the runtime.
-
-The runtime reads only this file and the graph / engine files it names. Bump SCHEMA_VERSION on
-any change a reader must know about.
-"""
+"""The exporter's side of `model.json`: the first ModelSpec of a run (types and names:
+rmbg_runtime/contract.py, the one definition both sides use)."""
 
 from __future__ import annotations
 
@@ -10,17 +7,15 @@ import platform
 import sys
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
+from typing import TYPE_CHECKING
 
-from .checkpoint import CheckpointInfo
-from .onnx.trace import BATCH_DIM, INPUT_NAME, OUTPUT_NAME
-from .onnx.verify import IMAGENET_MEAN, IMAGENET_STD
+from rmbg_runtime.contract import BatchRange, InputSpec, ModelInfo, ModelSpec, OnnxInfo
 
-SCHEMA_VERSION = 1
-METADATA_NAME = "model.json"
-FP32_GRAPH_NAME = "model.onnx"
-FP16_GRAPH_NAME = "model_fp16.onnx"
-INT8_GRAPH_NAME = "model_int8.onnx"  # ONNX Runtime CPU only (QDQ)
-ENGINE_NAME = "model.engine"
+if TYPE_CHECKING:
+    from .checkpoint import CheckpointInfo
+    from .options import ExportOptions
+
+RECORDED_TOOLS = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxconverter-common")
 
 
 def tool_versions(*packages: str) -> dict[str, str]:
@@ -33,47 +28,25 @@ def tool_versions(*packages: str) -> dict[str, str]:
     return versions
 
 
-def base_metadata(
-    info: CheckpointInfo,
-    *,
-    height: int,
-    width: int,
-    max_batch: int,
-    precision: str,
-    opset: int,
-    deform_conv: str,
-) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
-        "model": {
-            "architecture": "BiRefNet",
-            "backbone": info.backbone,
-            "patch_order": info.patch_order,
-            "patch_order_origin": info.patch_order_origin,
-            "source": info.source,
-            "source_kind": info.origin,
-            "checkpoint_sha256": info.sha256,
-            "checkpoint_dtype": info.stored_dtype,
-            "num_params": info.num_params,
-        },
-        "input": {
-            "name": INPUT_NAME,
-            "dtype": "float32",
-            "layout": "NCHW",
-            "channels": "RGB",
-            "height": height,
-            "width": width,
-            "resize": "bilinear",
-            "scale": 1 / 255,
-            "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD),
-        },
-        "output": {"name": OUTPUT_NAME, "dtype": "float32", "layout": "NCHW", "kind": "probability"},
-        "batch": {"dim": BATCH_DIM, "min": 1, "max": max_batch},
-        "precision": precision,
-        "onnx": {"opset": opset, "deform_conv": deform_conv, "graphs": {}},
-        "parity": {},
-        "tools": tool_versions("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxconverter-common"),
-    }
+def initial_spec(info: CheckpointInfo, options: ExportOptions) -> ModelSpec:
+    """What is known once the checkpoint is loaded; each stage then adds its graph, figures or engine."""
+    return ModelSpec(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        command=" ".join(sys.argv),
+        model=ModelInfo(
+            backbone=info.backbone,
+            patch_order=info.patch_order,
+            patch_order_origin=info.patch_order_origin,
+            source=info.source,
+            source_kind=info.origin,
+            checkpoint_sha256=info.sha256,
+            checkpoint_dtype=info.stored_dtype,
+            num_params=info.num_params,
+        ),
+        input=InputSpec(height=options.height, width=options.width),
+        batch=BatchRange(max=options.max_batch),
+        precision=options.precision,
+        onnx=OnnxInfo(opset=options.opset, deform_conv=options.deform_conv),
+        tools=tool_versions(*RECORDED_TOOLS),
+        folder=options.output,
+    )

@@ -1,79 +1,48 @@
-"""The export run: checkpoint -> fp32 ONNX -> (fp16 ONNX) -> (TensorRT engine) -> model.json.
+"""The export run: checkpoint -> fp32 ONNX -> (fp16 ONNX) -> (int8 ONNX) -> (TensorRT engine) -> model.json.
 
-Each stage writes under a temporary name and renames on success; model.json, which the runtime
-requires, is removed before the first file in the folder changes and written last, so an
+The stages are planned from the options before anything runs, so the progress lines count them
+exactly. Each stage writes under a temporary name and renames on success; model.json, which the
+runtime requires, is removed before the first file in the folder changes and written last, so an
 interrupted run never looks complete (and a run that fails while loading leaves the old export).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .errors import ExportError
+from rmbg_runtime.contract import GRAPH_FILES, INT8_RUNS_ON, METADATA_NAME, GraphEntry, ModelSpec
+
 from .files import atomic_output, sha256_file, write_json
-from .metadata import FP16_GRAPH_NAME, FP32_GRAPH_NAME, INT8_GRAPH_NAME, METADATA_NAME, base_metadata
-from .onnx.trace import DEFAULT_OPSET
+from .options import DEFAULT_DEFORM_CONV, EngineOptions, ExportOptions, validate
 
-PRECISIONS = ("fp16", "fp32")
-DEFAULT_DEFORM_CONV = "native"  # measured fastest in ONNX Runtime CPU; see README "Deformable convolution"
+if TYPE_CHECKING:
+    from .onnx.calibration import Calibration
+
+__all__ = ["DEFAULT_DEFORM_CONV", "EngineOptions", "ExportOptions", "ExportRun", "Stage", "run_export"]
+
 VERIFY_BATCH_SIZES = (1, 2)
 
 
-@dataclass
-class ExportOptions:
-    source: str
-    output: Path
-    height: int = 1024
-    width: int = 1024
-    max_batch: int = 4
-    precision: str = "fp16"
-    deform_conv: str = DEFAULT_DEFORM_CONV
-    patch_order: str | None = None
-    backbone: str | None = None
-    revision: str | None = None
-    opset: int = DEFAULT_OPSET
-    verify: bool = True
-    onnx_only: bool = False
-    cpu_int8: bool = False  # also an int8 graph for ONNX Runtime CPU, gated against fp32
-    calibration_images: Path | None = None
-    engine: dict = field(default_factory=dict)  # TensorRT builder settings, see tensorrt.plan
+@dataclass(frozen=True)
+class Stage:
+    title: str
+    work: Callable[[], None]
 
 
-def validate(options: ExportOptions) -> None:
-    for name, size in (("height", options.height), ("width", options.width)):
-        if size < 32 or size % 32:
-            raise ExportError(
-                f"the {name} {size} is not a positive multiple of 32; pick e.g. 1024 or 768x1024."
-            )
-    if options.max_batch < 1:
-        raise ExportError(f"--max-batch {options.max_batch} must be at least 1.")
-    if options.precision not in PRECISIONS:
-        raise ExportError(f"--precision {options.precision} is unknown; use fp16 or fp32.")
-    if options.deform_conv == "native" and options.opset < 19:
-        raise ExportError(f"--deform-conv native needs --opset 19 or later (got {options.opset}).")
-    if options.calibration_images is not None and not options.cpu_int8:
-        raise ExportError("--calibration-images calibrates the int8 graph; add --cpu-int8.")
-    if options.opset < 17:
-        raise ExportError(f"--opset {options.opset} is too old: LayerNormalization needs 17 or later.")
+@dataclass(frozen=True)
+class Calibrated:
+    """What int8 calibration hands to quantisation."""
 
-
-class Stages:
-    """Numbered progress lines with timing, e.g. `[2/5] trace fp32 ONNX ... 41.2 s`."""
-
-    def __init__(self, total: int, log: Callable[[str], None]) -> None:
-        self.total, self.done, self.log = total, 0, log
-
-    def run(self, title: str, work: Callable[[], object]):
-        self.done += 1
-        self.log(f"[{self.done}/{self.total}] {title} ...")
-        start = time.perf_counter()
-        result = work()
-        self.log(f"[{self.done}/{self.total}] {title}: done in {time.perf_counter() - start:.1f} s")
-        return result
+    graph: Path  # the fp32 graph as quantised (shared weights inlined)
+    batches: list  # the calibration images, normalised
+    source: str  # what they were, for model.json
+    calibration: Calibration  # the ranges, and the fp32 graph's outputs on `batches`
 
 
 def run_export(options: ExportOptions, log: Callable[[str], None] = print) -> Path:
@@ -87,145 +56,169 @@ def run_export(options: ExportOptions, log: Callable[[str], None] = print) -> Pa
 
 
 class ExportRun:
+    """One export: `stages` is the plan, `spec` grows into model.json as the stages run."""
+
     def __init__(self, options: ExportOptions, log: Callable[[str], None]) -> None:
         self.options, self.log, self.out = options, log, options.output
-        self.fp16 = options.precision == "fp16"
-        verify_stages = options.verify * (1 + self.fp16)
-        int8 = options.cpu_int8
-        self.stages = Stages(2 + verify_stages + self.fp16 + 2 * int8 + (not options.onnx_only), log)
+        self.stages = plan_stages(self, options)
         self.inputs = _verification_inputs(options)
         self.fp32_outputs: list = []  # the fp32 graph on self.inputs, set by its check
-        self.meta: dict = {}
+        self.spec: ModelSpec | None = None
+        self.model = None  # the PyTorch model, until the fp32 graph no longer needs it
+        self.scratch: Path | None = None  # a temporary folder for intermediate graphs
+        self.calibrated: Calibrated | None = None
+        self.int8_float_convs: dict[str, tuple[str, ...]] = {}  # declared on the model's modules
 
     def run(self) -> Path:
-        model = self.load()
-        # From here on files in `out` change: a previous export there stops being complete.
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / METADATA_NAME).unlink(missing_ok=True)
-        self.export_fp32(model)
-        del model  # the graphs are all that later stages need
-        if self.fp16:
-            self.export_fp16()
-        if self.options.cpu_int8:
-            self.export_int8()
-        if not self.options.onnx_only:
-            self.build_engine()
-        write_json(self.out / METADATA_NAME, self.meta)
+        with tempfile.TemporaryDirectory(prefix="rmbg-export-") as scratch:
+            self.scratch = Path(scratch)
+            for number, stage in enumerate(self.stages, 1):
+                self._run_stage(f"[{number}/{len(self.stages)}] {stage.title}", stage.work)
+        write_json(self.out / METADATA_NAME, self.spec.to_dict())
         self.log(f"wrote {self.out / METADATA_NAME}")
         return self.out / METADATA_NAME
 
-    def load(self):
+    def _run_stage(self, label: str, work: Callable[[], None]) -> None:
+        self.log(f"{label} ...")
+        start = time.perf_counter()
+        work()
+        self.log(f"{label}: done in {time.perf_counter() - start:.1f} s")
+
+    def _add_graph(self, precision: str, **details) -> Path:
+        path = self.out / GRAPH_FILES[precision]
+        entry = GraphEntry(path=path.name, sha256=sha256_file(path), **details)
+        self.spec = self.spec.with_graph(precision, entry)
+        return path
+
+    # ---- the stages, in plan order
+
+    def load(self) -> None:
         from .checkpoint import load_model
+        from .metadata import initial_spec
 
         o = self.options
-        model = self.stages.run(
-            f"load {o.source}",
-            lambda: load_model(o.source, patch_order=o.patch_order, backbone=o.backbone, revision=o.revision),
-        )
-        info = model.checkpoint
+        self.model = load_model(o.source, patch_order=o.patch_order, backbone=o.backbone, revision=o.revision)
+        info = self.model.checkpoint
         self.log(
             f"      {info.backbone}, {info.num_params / 1e6:.1f}M parameters, patch order {info.patch_order} "
             f"({info.patch_order_origin}), sha256 {info.sha256[:12]}"
         )
-        self.meta = base_metadata(
-            info, height=o.height, width=o.width, max_batch=o.max_batch,
-            precision=o.precision, opset=o.opset, deform_conv=o.deform_conv,
-        )  # fmt: skip
-        return model
+        self.spec = initial_spec(info, o)
+        if o.cpu_int8:
+            from .onnx.int8 import declared_float_convs
 
-    def export_fp32(self, model) -> None:
-        o, path = self.options, self.out / FP32_GRAPH_NAME
-        title = f"trace fp32 ONNX at {o.height}x{o.width} ({o.deform_conv} DeformConv)"
-        self.stages.run(title, lambda: _trace(model, path, o))
-        self.meta["onnx"]["graphs"]["fp32"] = {"path": FP32_GRAPH_NAME, "sha256": sha256_file(path)}
-        if o.verify:
-            from .onnx.verify import check_fp32_graph
+            self.int8_float_convs = declared_float_convs(self.model)
 
-            title = "verify fp32 graph against PyTorch in ONNX Runtime"
-            parity, self.fp32_outputs = self.stages.run(
-                title, lambda: check_fp32_graph(model, path, self.inputs)
-            )
-            self.log(
-                f"      max |diff| {parity.max_abs_diff:.2e}, mean {parity.mean_abs_diff:.2e}, "
-                f"batches {parity.batch_sizes}"
-            )
-            self.meta["parity"]["fp32_onnx_vs_torch"] = parity.as_dict()
+    def trace_fp32(self) -> None:
+        # From here on files in `out` change: a previous export there stops being complete.
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / METADATA_NAME).unlink(missing_ok=True)
+        _trace(self.model, self.out / GRAPH_FILES["fp32"], self.options)
+        self._add_graph("fp32")
+        if not self.options.verify:
+            self.model = None  # the graphs are all that later stages need
 
-    def export_fp16(self) -> None:
-        fp32_path, fp16_path = self.out / FP32_GRAPH_NAME, self.out / FP16_GRAPH_NAME
-        self.stages.run("derive mixed-precision fp16 graph", lambda: _write_fp16(fp32_path, fp16_path))
-        self.meta["onnx"]["graphs"]["fp16"] = {"path": FP16_GRAPH_NAME, "sha256": sha256_file(fp16_path)}
-        if self.options.verify:
-            from .onnx.verify import check_fp16_graph
+    def verify_fp32(self) -> None:
+        from .onnx.verify import check_fp32_graph
 
-            title = "verify fp16 graph against fp32"
-            agreement = self.stages.run(
-                title, lambda: check_fp16_graph(fp16_path, self.inputs, self.fp32_outputs)
-            )
-            self.log(
-                f"      mask MAE {agreement.mask_mae:.2e}, max |diff| {agreement.max_abs_diff:.2e}, "
-                f"IoU@0.5 {agreement.iou_at_half:.5f}, finite {agreement.finite}"
-            )
-            self.meta["parity"]["fp16_onnx_vs_fp32_onnx"] = agreement.as_dict()
+        parity, self.fp32_outputs = check_fp32_graph(self.model, self.out / GRAPH_FILES["fp32"], self.inputs)
+        self.model = None
+        self.log(
+            f"      max |diff| {parity.max_abs_diff:.2e}, mean {parity.mean_abs_diff:.2e}, "
+            f"batches {parity.batch_sizes}"
+        )
+        self.spec = self.spec.with_parity("fp32_onnx_vs_torch", parity.as_dict())
 
-    def export_int8(self) -> None:
-        from .onnx.calibration import calibration_batches
+    def derive_fp16(self) -> None:
+        _write_fp16(self.out / GRAPH_FILES["fp32"], self.out / GRAPH_FILES["fp16"])
+        self._add_graph("fp16")
+
+    def verify_fp16(self) -> None:
+        from .onnx.verify import check_fp16_graph
+
+        agreement = check_fp16_graph(self.out / GRAPH_FILES["fp16"], self.inputs, self.fp32_outputs)
+        self.log(
+            f"      mask MAE {agreement.mask_mae:.2e}, max |diff| {agreement.max_abs_diff:.2e}, "
+            f"IoU@0.5 {agreement.iou_at_half:.5f}, finite {agreement.finite}"
+        )
+        self.spec = self.spec.with_parity("fp16_onnx_vs_fp32_onnx", agreement.as_dict())
+
+    def calibrate_int8(self) -> None:
+        from .onnx.calibration import calibration_batches, minmax_ranges
         from .onnx.int8 import graph_to_quantise
 
         o = self.options
         batches, source = calibration_batches(o.calibration_images, o.height, o.width)
+        self.log(f"      on {source}")
         if o.calibration_images is None:
             self.log(
                 "      calibrating on synthetic images, a weak calibration: pass --calibration-images "
                 "with photos like the ones you will process"
             )
-        with tempfile.TemporaryDirectory(prefix="rmbg-int8-") as tmp:
-            self._calibrate_quantise_check(
-                graph_to_quantise(self.out / FP32_GRAPH_NAME, Path(tmp)), batches, source
-            )
+        graph = graph_to_quantise(self.out / GRAPH_FILES["fp32"], self.scratch)
+        calibration = minmax_ranges(graph, batches, self.log)
+        self.calibrated = Calibrated(graph, batches, source, calibration)
 
-    def _calibrate_quantise_check(self, graph: Path, batches: list, source: str) -> None:
-        from .onnx.calibration import minmax_ranges
+    def quantise_int8(self) -> None:
         from .onnx.int8 import check_int8_graph, quantise
 
-        int8_path = self.out / INT8_GRAPH_NAME
-        title = f"calibrate int8 ranges on {source}"
-        calibration = self.stages.run(title, lambda: minmax_ranges(graph, batches, self.log))
+        c = self.calibrated
         # The gate: the export's check images, plus the user's photos (their fp32 outputs came with
         # the calibration).
         inputs, references = self.inputs, self._fp32_references()
         if self.options.calibration_images is not None:
-            inputs, references = inputs + batches, references + calibration.outputs
-
-        def quantise_and_check():
-            with atomic_output(int8_path) as partial:  # a graph that fails its gate is never renamed
-                info = quantise(graph, partial, calibration.ranges, source)
-                return info, check_int8_graph(partial, inputs, references)
-
-        info, agreement = self.stages.run("quantise int8 graph and check it against fp32", quantise_and_check)
+            inputs, references = inputs + c.batches, references + c.calibration.outputs
+        int8_path = self.out / GRAPH_FILES["int8"]
+        with atomic_output(int8_path) as partial:  # a graph that fails its gate is never renamed
+            info = quantise(c.graph, partial, c.calibration.ranges, c.source, self.int8_float_convs)
+            agreement = check_int8_graph(partial, inputs, references)
         self.log(
             f"      {info.quantised_nodes} layers int8, {info.float_nodes} kept float; vs fp32: mask MAE "
             f"{agreement.mask_mae:.2e}, max |diff| {agreement.max_abs_diff:.2e}, "
             f"IoU@0.5 {agreement.iou_at_half:.5f}"
         )
-        entry = {"path": INT8_GRAPH_NAME, "sha256": sha256_file(int8_path), "runs_on": "onnxruntime-cpu"}
-        self.meta["onnx"]["graphs"]["int8"] = entry | info.as_dict()
-        self.meta["parity"]["int8_onnx_vs_fp32_onnx"] = agreement.as_dict()
+        self._add_graph("int8", runs_on=INT8_RUNS_ON, **info.as_dict())
+        self.spec = self.spec.with_parity("int8_onnx_vs_fp32_onnx", agreement.as_dict())
 
     def _fp32_references(self) -> list:
         """The fp32 graph's outputs on the export's check images (from its check, when it ran)."""
         from .onnx.verify import run_graph
 
-        return list(self.fp32_outputs) or run_graph(self.out / FP32_GRAPH_NAME, self.inputs)
+        return list(self.fp32_outputs) or run_graph(self.out / GRAPH_FILES["fp32"], self.inputs)
 
     def build_engine(self) -> None:
-        from .tensorrt.build import build_engine_stage
+        from .tensorrt.build import build_engine
 
-        check = (self.inputs, self.fp32_outputs) if self.options.verify else None
-        self.meta["engine"] = self.stages.run(
-            "build TensorRT engine",
-            lambda: build_engine_stage(self.out, self.meta, self.options, check, self.log),
-        )
+        self.spec = self.spec.with_engine(build_engine(self.spec, self.options.engine, self.log))
+
+    def verify_engine(self) -> None:
+        from .tensorrt.build import verify_engine
+
+        parity = verify_engine(self.spec, self.inputs, self.fp32_outputs, self.log)
+        self.spec = self.spec.with_engine(dataclasses.replace(self.spec.engine, parity=parity))
+
+
+def plan_stages(run: ExportRun, options: ExportOptions) -> list[Stage]:
+    """The stages `options` ask for, in order."""
+    o = options
+    stages = [
+        Stage(f"load {o.source}", run.load),
+        Stage(f"trace fp32 ONNX at {o.height}x{o.width} ({o.deform_conv} DeformConv)", run.trace_fp32),
+    ]
+    if o.verify:
+        stages.append(Stage("verify fp32 graph against PyTorch in ONNX Runtime", run.verify_fp32))
+    if o.precision == "fp16":
+        stages.append(Stage("derive mixed-precision fp16 graph", run.derive_fp16))
+        if o.verify:
+            stages.append(Stage("verify fp16 graph against fp32", run.verify_fp16))
+    if o.cpu_int8:
+        stages.append(Stage("calibrate int8 ranges", run.calibrate_int8))
+        stages.append(Stage("quantise int8 graph and check it against fp32", run.quantise_int8))
+    if not o.onnx_only:
+        stages.append(Stage("build TensorRT engine", run.build_engine))
+        if o.verify:
+            stages.append(Stage("verify TensorRT engine against the fp32 graph", run.verify_engine))
+    return stages
 
 
 def _trace(model, path: Path, options: ExportOptions) -> None:

@@ -1,48 +1,15 @@
-"""Reading `model.json`, the exporter's contract, and checking the files it names."""
+"""Reading an export folder's `model.json` (its types: contract.py) and checking the files it names."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
+from .contract import METADATA_NAME, REEXPORT, ModelSpec
 from .errors import ModelError
 
-SUPPORTED_SCHEMA = 1
-METADATA_NAME = "model.json"
-REEXPORT = "run `rmbg-export` again for this folder"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    folder: Path
-    raw: dict
-    backbone: str
-    height: int
-    width: int
-    input_name: str
-    output_name: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    min_batch: int
-    max_batch: int
-    precision: str
-    graphs: dict[str, dict]  # "fp32" / "fp16" -> {"path", "sha256"}
-    engine: dict | None
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """Network input size as Pillow's (width, height)."""
-        return self.width, self.height
-
-    def graph_path(self, precision: str) -> Path:
-        entry = self.graphs.get(precision)
-        if entry is None:
-            raise ModelError(
-                f"{self.folder} has no {precision} ONNX graph; {REEXPORT} with --precision {precision}."
-            )
-        return self.folder / entry["path"]
+__all__ = ["METADATA_NAME", "ModelSpec", "read_model_spec", "sha256_file", "verify_file"]
 
 
 def read_model_spec(folder: str | Path) -> ModelSpec:
@@ -57,39 +24,7 @@ def read_model_spec(folder: str | Path) -> ModelSpec:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise ModelError(f"{path} is not valid JSON ({err}); {REEXPORT}.") from None
-    return spec_from_dict(folder, raw, path)
-
-
-def spec_from_dict(folder: str | Path, raw: dict, path: Path | None = None) -> ModelSpec:
-    """A ModelSpec from model.json's content (the exporter also uses this before writing the file)."""
-    folder = Path(folder)
-    path = path or folder / METADATA_NAME
-    version = raw.get("schema_version")
-    if version != SUPPORTED_SCHEMA:
-        raise ModelError(
-            f"{path} has schema version {version}, this runtime reads version {SUPPORTED_SCHEMA}; "
-            "upgrade rmbg-toolkit or re-export with the installed version."
-        )
-    try:
-        inp, out, batch = raw["input"], raw["output"], raw["batch"]
-        return ModelSpec(
-            folder=folder,
-            raw=raw,
-            backbone=raw["model"]["backbone"],
-            height=int(inp["height"]),
-            width=int(inp["width"]),
-            input_name=inp["name"],
-            output_name=out["name"],
-            mean=tuple(inp["mean"]),
-            std=tuple(inp["std"]),
-            min_batch=int(batch["min"]),
-            max_batch=int(batch["max"]),
-            precision=raw["precision"],
-            graphs=dict(raw["onnx"]["graphs"]),
-            engine=raw.get("engine"),
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        raise ModelError(f"{path} lacks or mangles the field {err}; {REEXPORT}.") from None
+    return ModelSpec.from_dict(raw, folder, path)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 24) -> str:

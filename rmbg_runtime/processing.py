@@ -8,8 +8,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+from . import contract
+
+IMAGENET_MEAN = np.array(contract.IMAGENET_MEAN, dtype=np.float32)
+IMAGENET_STD = np.array(contract.IMAGENET_STD, dtype=np.float32)
 
 
 def preprocess(

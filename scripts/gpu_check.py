@@ -41,7 +41,7 @@ def fixture_checkpoint(backbone: str, folder: Path) -> Path:
 
 
 def export(checkpoint: Path, out: Path, precision: str, args) -> dict:
-    from rmbg_export.pipeline import ExportOptions, run_export
+    from rmbg_export.pipeline import EngineOptions, ExportOptions, run_export
 
     options = ExportOptions(
         source=str(checkpoint),
@@ -52,7 +52,7 @@ def export(checkpoint: Path, out: Path, precision: str, args) -> dict:
         precision=precision,
         patch_order="legacy",
         deform_conv=args.deform_conv,
-        engine={"timing_cache": out.parent / "timing.cache"},
+        engine=EngineOptions(timing_cache=out.parent / "timing.cache"),
     )
     return json.loads(run_export(options).read_text())
 

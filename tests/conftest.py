@@ -16,6 +16,7 @@ sys.path.insert(0, str(DATA))
 import fill  # noqa: E402  (the shared conformance generator, copied into tests/data)
 
 ARCH_FIXTURES = sorted(p.stem for p in DATA.glob("swin_v1_*.json"))
+LEGACY_FIXTURE = "swin_v1_t_legacy_b1_512x512"  # the weights export_fixture_model exports
 
 
 def free_port() -> int:
@@ -85,7 +86,7 @@ def export_fixture_model(folder: Path, **options) -> Path:
     from rmbg_export.pipeline import ExportOptions, run_export
 
     checkpoint = folder / "weights.safetensors"
-    save_file(fixture_model("swin_v1_t_legacy_b1_512x512").state_dict(), str(checkpoint))
+    save_file(fixture_model(LEGACY_FIXTURE).state_dict(), str(checkpoint))
     run_export(
         ExportOptions(source=str(checkpoint), output=folder / "model", patch_order="legacy", **options),
         log=lambda _line: None,
@@ -99,3 +100,56 @@ def exported_model_dir(tmp_path_factory):
     """A real export (fixture Swin-T weights, 256x256, batch up to 3, fp32 + fp16 graphs)."""
     folder = tmp_path_factory.mktemp("export")
     return export_fixture_model(folder, height=256, width=256, max_batch=3, onnx_only=True)
+
+
+STAND_IN_DEVICE = {
+    "gpu_name": "NVIDIA H100 80GB HBM3",
+    "compute_capability": "9.0",
+    "nvidia_driver_version": "570.86.15",
+    "cuda_driver_version": "12.8",
+    "tensorrt_cuda": "cu12",
+}
+
+
+def stand_in_engine_record(
+    height: int, width: int, precision: str, max_batch: int, sha256: str, tensorrt_version: str = "10.13.3.9"
+):
+    """An engine record made the way the export makes one, by its own record step
+    (tensorrt.plan.engine_record), for an engine that was never built (no TensorRT here)."""
+    from rmbg_export.options import EngineOptions
+    from rmbg_export.tensorrt.plan import BuiltEngine, build_plan, engine_record, optimization_profile
+    from rmbg_runtime.contract import ENGINE_NAME, GRAPH_FILES
+
+    built = BuiltEngine(
+        path=ENGINE_NAME,
+        sha256=sha256,
+        tensorrt_version=tensorrt_version,
+        device=STAND_IN_DEVICE,
+        precision=precision,
+        plan=build_plan(tensorrt_version, precision),
+        fp32_layers_pinned=0,
+        graph=GRAPH_FILES[precision],
+        profile=optimization_profile(height, width, max_batch),
+        plugins=(),
+        timing_cache="timing.cache",
+        build_seconds=1.0,
+    )
+    return engine_record(built, EngineOptions())
+
+
+def add_stand_in_engine(folder: Path, max_batch: int, tensorrt_version: str = "10.13.3.9") -> Path:
+    """Record a stand-in file as the export's TensorRT engine in its model.json, through the contract."""
+    import hashlib
+
+    from rmbg_runtime.contract import ENGINE_NAME, METADATA_NAME
+    from rmbg_runtime.metadata import read_model_spec
+
+    spec = read_model_spec(folder)
+    engine = folder / ENGINE_NAME
+    engine.write_bytes(b"serialized engine stand-in")
+    sha256 = hashlib.sha256(engine.read_bytes()).hexdigest()
+    record = stand_in_engine_record(
+        spec.height, spec.width, spec.precision, max_batch, sha256, tensorrt_version
+    )
+    (folder / METADATA_NAME).write_text(json.dumps(spec.with_engine(record).to_dict()))
+    return folder

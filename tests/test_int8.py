@@ -8,12 +8,19 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import export_fixture_model
+from conftest import LEGACY_FIXTURE, export_fixture_model, fixture_model
 from PIL import Image
 
 from rmbg_export.errors import ExportError
 from rmbg_export.onnx.calibration import minmax_ranges
-from rmbg_export.onnx.int8 import FLOAT_MODULES, INT8_MAX_MAE, int8_layers
+from rmbg_export.onnx.int8 import (
+    ACTIVATION_MATMULS,
+    INT8_MAX_MAE,
+    declared_float_convs,
+    float_nodes,
+    graph_to_quantise,
+    int8_layers,
+)
 from rmbg_export.onnx.verify import run_graph, synthetic_images
 from rmbg_runtime import Remover
 from rmbg_runtime.metadata import read_model_spec, sha256_file
@@ -34,24 +41,55 @@ def test_int8_graph_passes_its_gate_and_is_recorded(int8_model_dir):
     entry = meta["onnx"]["graphs"]["int8"]
     assert entry["sha256"] == sha256_file(int8_model_dir / entry["path"])
     assert "synthetic" in entry["calibration"]
+    assert entry["float_nodes"] == 2 * 24 + 5 + 10 + 1  # Swin-T: 24 window attentions over both passes
+    assert entry["float_rules"] == [
+        ACTIVATION_MATMULS,
+        "conv_out of every decoder block",
+        "input-patch blocks",
+        "prediction head conv_out1",
+    ]
     parity = meta["parity"]["int8_onnx_vs_fp32_onnx"]
     assert parity["finite"] and parity["mask_mae"] <= INT8_MAX_MAE
 
 
-def test_float_islands_stay_float(int8_model_dir):
-    """Attention MatMuls, the input-patch blocks and conv_out keep float weights and float inputs;
+def test_declared_float_layers_resolve_to_exact_nodes_counted_per_rule(int8_model_dir, tmp_path):
+    """The modules' declarations name exact Conv nodes, counted per rule: the five decoder blocks'
+    conv_out (four + the squeeze block), the ten convolutions of the five input-patch blocks, the one
+    prediction head; the attention MatMuls are two per window attention (full and half-scale pass)."""
+    declared = declared_float_convs(fixture_model(LEGACY_FIXTURE))
+    graph = onnx.load(str(graph_to_quantise(int8_model_dir / "model.onnx", tmp_path))).graph
+    kept = float_nodes(graph, declared)
+    softmaxes = sum(n.op_type == "Softmax" for n in graph.node)
+    assert {rule: len(nodes) for rule, nodes in kept.items()} == {
+        ACTIVATION_MATMULS: 2 * softmaxes,
+        "conv_out of every decoder block": 5,
+        "input-patch blocks": 10,
+        "prediction head conv_out1": 1,
+    }
+    assert kept["prediction head conv_out1"] == ["/net/decoder/conv_out1/conv_out1.0/Conv"]
+    assert "/net/squeeze_module/squeeze_module.0/conv_out/Conv" in kept["conv_out of every decoder block"]
+    with pytest.raises(ValueError, match=r"no Conv node reads net\.decoder\.gone\.weight, declared float"):
+        float_nodes(graph, {"renamed module": ("net.decoder.gone.weight",)})
+
+
+def test_float_islands_stay_float(int8_model_dir, tmp_path):
+    """The declared float layers and the attention MatMuls keep float weights and float inputs;
     every other Conv and weight MatMul is quantised, the backbone's second (half-scale) pass too,
     whose weights the trace shares through Identity nodes."""
     graph = onnx.load(str(int8_model_dir / "model_int8.onnx")).graph
+    source = onnx.load(str(graph_to_quantise(int8_model_dir / "model.onnx", tmp_path))).graph
+    kept = {
+        n
+        for nodes in float_nodes(source, declared_float_convs(fixture_model(LEGACY_FIXTURE))).values()
+        for n in nodes
+    }
     dequantised = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     layers = [n for n in graph.node if n.op_type in ("Conv", "MatMul")]
     int8 = set(int8_layers(graph))
-    activation_matmuls = [n for n in layers if n.op_type == "MatMul" and n.name not in int8]
-    softmaxes = sum(n.op_type == "Softmax" for n in graph.node)
-    assert len(activation_matmuls) == 2 * softmaxes  # q·kᵀ and attention·v of each window attention
+    assert kept <= {n.name for n in layers} and not kept & int8
     for node in layers:
         from_dq = [i in dequantised for i in node.input[:2]]
-        if node in activation_matmuls or any(f"/{m}" in node.name for m in FLOAT_MODULES):
+        if node.name in kept:
             assert not any(from_dq), node.name
         else:
             assert all(from_dq), node.name
@@ -141,7 +179,7 @@ def test_triton_cpu_repository_serves_the_int8_graph(int8_model_dir, tmp_path):
     options = TritonOptions(network="onnxruntime", kind="cpu")
     write_repository(int8_model_dir, tmp_path, options, log=lambda _line: None)
     served = sha256_file(tmp_path / "rmbg_network" / "1" / "model.onnx")
-    assert served == read_model_spec(int8_model_dir).graphs["int8"]["sha256"]
+    assert served == read_model_spec(int8_model_dir).graphs["int8"].sha256
 
 
 def test_an_onnx_runtime_without_calibration_cache_is_named():

@@ -3,7 +3,6 @@ the graphs the exporter writes, and the runtime backend's refusals (with files t
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -11,10 +10,12 @@ import sys
 import numpy as np
 import onnx
 import pytest
+from conftest import STAND_IN_DEVICE, add_stand_in_engine, stand_in_engine_record
 
 from rmbg_export import ExportError
 from rmbg_export.tensorrt.plan import (
     BuildPlan,
+    BuiltEngine,
     build_plan,
     device_record,
     format_cuda_version,
@@ -130,12 +131,19 @@ def test_preflight_checks_tensor_types():
 
 # ---- runtime refusals ----------------------------------------------------------------------------------
 
-RECORDED = {"tensorrt_version": "10.13.0", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+BUILT_ON = {"tensorrt_version": "10.13.0", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+
+
+@pytest.fixture()
+def export_with_engine(exported_model_dir, tmp_path):
+    folder = shutil.copytree(exported_model_dir, tmp_path / "with_engine")
+    return add_stand_in_engine(folder, max_batch=3, tensorrt_version=BUILT_ON["tensorrt_version"])
 
 
 def test_engine_mismatch_sentences():
+    recorded = stand_in_engine_record(256, 256, "fp16", 3, "0" * 64, BUILT_ON["tensorrt_version"])
     current = {"tensorrt_version": "11.4.0", "gpu_name": "NVIDIA L4", "compute_capability": "8.9"}
-    problems = engine_mismatches(RECORDED, current)
+    problems = engine_mismatches(recorded, current)
     assert problems == [
         "TensorRT 10.13.0 (this machine: 11.4.0)",
         "GPU NVIDIA H100 80GB HBM3 (this machine: NVIDIA L4)",
@@ -145,31 +153,12 @@ def test_engine_mismatch_sentences():
         "model.engine was built for TensorRT 10.13.0 (this machine: 11.4.0); rebuild it on this machine "
         "with `rmbg-export SOURCE --output DIR`."
     )
-    assert engine_mismatches(RECORDED, dict(RECORDED)) == []
+    assert engine_mismatches(recorded, dict(BUILT_ON)) == []
 
 
 def test_batches_larger_than_the_profile_are_split():
     assert batch_slices(10, 4) == [slice(0, 4), slice(4, 8), slice(8, 10)]
     assert batch_slices(3, 4) == [slice(0, 3)]
-
-
-@pytest.fixture()
-def export_with_engine(exported_model_dir, tmp_path):
-    folder = shutil.copytree(exported_model_dir, tmp_path / "with_engine")
-    engine = folder / "model.engine"
-    engine.write_bytes(b"serialized engine bytes")
-    import hashlib
-
-    meta = json.loads((folder / "model.json").read_text())
-    meta["engine"] = RECORDED | {
-        "path": "model.engine",
-        "sha256": hashlib.sha256(engine.read_bytes()).hexdigest(),
-        "precision": "fp16",
-        "profile": {"min": [1, 3, 256, 256], "opt": [1, 3, 256, 256], "max": [3, 3, 256, 256]},
-        "plugins": [],
-    }
-    (folder / "model.json").write_text(json.dumps(meta))
-    return folder
 
 
 def test_tensorrt_backend_refusals(export_with_engine):
@@ -431,3 +420,85 @@ def test_every_table_entry_cites_its_source():
     table = support_table()
     cited = [table["resize"]["source"], *(entry["source"] for entry in table["operators"].values())]
     assert set(cited) <= set(table["sources"]) and all(table["sources"].values())
+
+
+# ---- the engine stage: typed options, build / record / verify, the stages planned up front ----------
+
+
+def test_every_engine_option_is_a_cli_option_with_the_same_default():
+    """One default per setting: the CLI's come from EngineOptions (opt_level was written three times)."""
+    import dataclasses
+
+    from rmbg_export.cli import cli
+    from rmbg_export.options import EngineOptions
+
+    parsed = cli.commands["export"].make_context("export", ["some/source", "-o", "out"]).params
+    given = {option.name: parsed[option.name] for option in dataclasses.fields(EngineOptions)}
+    assert EngineOptions(**given) == EngineOptions()
+    assert EngineOptions().opt_level == 3  # TensorRT's own default
+
+
+def test_the_engine_record_holds_the_settings_it_was_built_with():
+    import dataclasses
+
+    from rmbg_export.options import EngineOptions
+    from rmbg_export.tensorrt.plan import engine_record
+
+    stand_in = stand_in_engine_record(256, 256, "fp16", 3, "0" * 64)
+    built = BuiltEngine(
+        path=stand_in.path, sha256=stand_in.sha256, tensorrt_version="10.8.0",
+        device={k: getattr(stand_in, k) for k in STAND_IN_DEVICE}, precision="fp16",
+        plan=build_plan("10.8.0", "fp16", weak_typing=True), fp32_layers_pinned=130, graph="model.onnx",
+        profile=optimization_profile(256, 256, 3, opt_batch=2), plugins=(), timing_cache="t.cache",
+        build_seconds=12.345,
+    )  # fmt: skip
+    record = engine_record(built, EngineOptions(opt_level=5, workspace_gib=2.0, weak_typing=True))
+    assert (record.builder_optimization_level, record.workspace_gib, record.build_seconds) == (5, 2.0, 12.3)
+    assert not record.strongly_typed and record.fp16_builder_flag and record.fp32_layers_pinned == 130
+    assert record.profile.opt == (2, 3, 256, 256) and record.max_batch == 3 and record.parity is None
+    assert dataclasses.replace(record, parity={"mask_mae": 0.0}).parity == {"mask_mae": 0.0}
+
+
+def test_engine_settings_are_checked_before_any_work(tmp_path):
+    """A bad --opt-batch or --workspace-gib is refused in a second, before TensorRT is even looked for
+    (it used to surface only when the engine was configured, after tracing)."""
+    from rmbg_export.options import EngineOptions
+    from rmbg_export.pipeline import ExportOptions, run_export
+
+    def options(**engine) -> ExportOptions:
+        return ExportOptions(source="unused", output=tmp_path, max_batch=4, engine=EngineOptions(**engine))
+
+    with pytest.raises(ExportError, match="--opt-batch 9 must lie between 1 and --max-batch 4"):
+        run_export(options(opt_batch=9))
+    with pytest.raises(ExportError, match="--workspace-gib -1 must be positive"):
+        run_export(options(workspace_gib=-1))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "titles"),
+    [
+        (
+            {"onnx_only": True},
+            ["load", "trace fp32", "verify fp32", "derive mixed-precision fp16", "verify fp16"],
+        ),
+        ({"onnx_only": True, "verify": False, "precision": "fp32"}, ["load", "trace fp32"]),
+        (
+            {"onnx_only": True, "precision": "fp32", "cpu_int8": True},
+            ["load", "trace fp32", "verify fp32", "calibrate int8", "quantise int8"],
+        ),
+        (
+            {},
+            ["load", "trace fp32", "verify fp32", "derive mixed-precision fp16", "verify fp16",
+             "build TensorRT engine", "verify TensorRT engine"],
+        ),
+        ({"verify": False}, ["load", "trace fp32", "derive mixed-precision fp16", "build TensorRT engine"]),
+    ],
+)  # fmt: skip
+def test_the_stages_are_planned_from_the_options(tmp_path, options, titles):
+    from rmbg_export.pipeline import ExportOptions, ExportRun
+
+    run = ExportRun(ExportOptions(source="s", output=tmp_path, height=64, width=64, **options), print)
+    planned = [stage.title for stage in run.stages]
+    assert len(planned) == len(titles)
+    assert all(title.startswith(prefix) for title, prefix in zip(planned, titles, strict=True)), planned

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import add_stand_in_engine
 
 from rmbg_export.errors import ExportError
 from rmbg_export.triton.configs import TritonOptions
@@ -61,20 +62,7 @@ def exports(exported_model_dir, tmp_path_factory) -> dict[str, Path]:
 
 def with_engine(export: Path, folder: Path, max_batch: int) -> Path:
     shutil.copytree(export, folder)
-    plan = b"serialized engine stand-in"
-    (folder / "model.engine").write_bytes(plan)
-    meta = json.loads((folder / "model.json").read_text())
-    h, w = meta["input"]["height"], meta["input"]["width"]
-    meta["engine"] = {
-        "path": "model.engine",
-        "sha256": hashlib.sha256(plan).hexdigest(),
-        "tensorrt_version": "10.13.3.9",
-        "gpu_name": "NVIDIA H100 80GB HBM3",
-        "precision": meta["precision"],
-        "profile": {"min": [1, 3, h, w], "opt": [1, 3, h, w], "max": [max_batch, 3, h, w]},
-    }
-    (folder / "model.json").write_text(json.dumps(meta))
-    return folder
+    return add_stand_in_engine(folder, max_batch)
 
 
 def quiet(_line: str) -> None:
@@ -102,10 +90,10 @@ def test_every_config_parses_and_states_the_exports_facts(exports, tmp_path, exp
     expected_batch = min(spec.max_batch, 2) if spec.engine else spec.max_batch
     assert net.max_batch_size == expected_batch
     assert [(t.name, data_type(t.data_type), list(t.dims)) for t in net.input] == [
-        (spec.input_name, TYPES[spec.raw["input"]["dtype"]], [3, spec.height, spec.width])
+        (spec.input_name, TYPES[spec.input.dtype], [3, spec.height, spec.width])
     ]
     assert [(t.name, data_type(t.data_type), list(t.dims)) for t in net.output] == [
-        (spec.output_name, TYPES[spec.raw["output"]["dtype"]], [1, spec.height, spec.width])
+        (spec.output_name, TYPES[spec.output.dtype], [1, spec.height, spec.width])
     ]
     assert list(net.dynamic_batching.preferred_batch_size) == [2]
     group = net.instance_group[0]
@@ -122,14 +110,14 @@ def assert_network_files(folder: Path, config, spec, network: str, kind: str) ->
     if network == "tensorrt":
         assert config.platform == "tensorrt_plan"
         assert (version / "model.plan").read_bytes() == (spec.folder / "model.engine").read_bytes()
-        assert config.parameters["tensorrt_version"].string_value == spec.engine["tensorrt_version"]
+        assert config.parameters["tensorrt_version"].string_value == spec.engine.tensorrt_version
     elif network == "onnxruntime":
         import onnx
 
         assert config.platform == "onnxruntime_onnx"
         precision = "fp16" if kind == "gpu" and "fp16" in spec.graphs else "fp32"
         graph = version / "model.onnx"
-        assert hashlib.sha256(graph.read_bytes()).hexdigest() == spec.graphs[precision]["sha256"]
+        assert hashlib.sha256(graph.read_bytes()).hexdigest() == spec.graphs[precision].sha256
         model = onnx.load(str(graph), load_external_data=False)
         assert [i.name for i in model.graph.input] == [config.input[0].name]
         assert [o.name for o in model.graph.output] == [config.output[0].name]
@@ -230,7 +218,7 @@ def test_rewriting_replaces_only_its_own_models(exports, tmp_path):
     assert parse_config(tmp_path / "rmbg_network").backend == "python"
     version = tmp_path / "rmbg_network" / "1"  # the old network (the fp16 graph as model.onnx) is gone
     assert sorted(p.name for p in version.iterdir()) == ["model.json", "model.onnx", "model.py"]
-    fp32 = read_model_spec(exports["fp32"]).graphs["fp32"]["sha256"]
+    fp32 = read_model_spec(exports["fp32"]).graphs["fp32"].sha256
     assert hashlib.sha256((version / "model.onnx").read_bytes()).hexdigest() == fp32
     assert (other.parent / "config.pbtxt").read_text() == 'name: "someone_else"\n'
     assert not [p for p in tmp_path.parent.iterdir() if ".partial" in p.name]

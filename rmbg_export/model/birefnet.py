@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..architecture import SWIN_CONFIGS
 from .decoder import Decoder, DecoderBlock, resize
 from .shapes import static_shape
-from .swin import SWIN_CONFIGS, SwinTransformer
+from .swin import SwinTransformer
 
 
 class BiRefNet(nn.Module):

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..architecture import PATCH_ORDERS
 from .deform_conv import DeformConv2d
 from .shapes import static_shape
 
-PATCH_ORDERS = ("legacy", "einops")
 ASPP_KERNELS = (1, 3, 7)
 ASPP_CHANNELS = 256
 DECODER_INTER_CHANNELS = 64
@@ -102,6 +102,7 @@ class DecoderBlock(nn.Module):
     """BiRefNet's BasicDecBlk: conv3x3 -> BN -> ReLU -> deformable ASPP -> conv3x3 -> BN."""
 
     conv_bn_pairs = (("conv_in", "bn_in"), ("conv_out", "bn_out"))
+    keep_float_in_int8 = (("conv_out of every decoder block", ("conv_out",)),)  # onnx/int8.py says why
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
@@ -152,6 +153,11 @@ def _head(in_channels: int) -> nn.Sequential:
 
 class Decoder(nn.Module):
     """Top-down decoder. `channels` are the four encoder widths, deepest first."""
+
+    keep_float_in_int8 = (  # onnx/int8.py says why
+        ("input-patch blocks", ("ipt_blk1", "ipt_blk2", "ipt_blk3", "ipt_blk4", "ipt_blk5")),
+        ("prediction head conv_out1", ("conv_out1",)),
+    )
 
     def __init__(self, channels: tuple[int, int, int, int], patch_order: str) -> None:
         super().__init__()

@@ -17,8 +17,6 @@ from torch import nn
 
 from .shapes import static_shape
 
-EXPORT_MODES = ("native", "grid_sample")
-
 
 def _tap_grid(offset: torch.Tensor, kernel_size: int, padding: int, height: int, width: int) -> torch.Tensor:
     """Normalised `grid_sample` coordinates of every tap, (B, K*Ho, Wo, 2), computed in float32."""

@@ -8,36 +8,15 @@ the batch dimension symbolic (-1) so one trace serves every batch size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..architecture import SwinConfig
 from .shapes import static_shape
 
 SHIFT_MASK_VALUE = -100.0  # as the Swin reference; exp(-100) vanishes beside the unmasked logits
-
-
-@dataclass(frozen=True)
-class SwinConfig:
-    embed_dim: int
-    depths: tuple[int, ...]
-    num_heads: tuple[int, ...]
-    window_size: int
-
-    @property
-    def num_features(self) -> tuple[int, ...]:
-        return tuple(self.embed_dim * 2**i for i in range(len(self.depths)))
-
-
-SWIN_CONFIGS = {
-    "swin_v1_t": SwinConfig(96, (2, 2, 6, 2), (3, 6, 12, 24), 7),
-    "swin_v1_s": SwinConfig(96, (2, 2, 18, 2), (3, 6, 12, 24), 7),
-    "swin_v1_b": SwinConfig(128, (2, 2, 18, 2), (4, 8, 16, 32), 12),
-    "swin_v1_l": SwinConfig(192, (2, 2, 18, 2), (6, 12, 24, 48), 12),
-}
 
 
 def relative_position_index(window_size: int) -> torch.Tensor:

@@ -13,12 +13,18 @@ What stays float, each choice measured (fixture Swin-T; mask MAE against fp32 at
 synthetic images, seconds of ONNX Runtime CPU at 512x512 on this 2-core AVX2 machine):
 - MatMuls of two activations (attention logits q·kᵀ and attention·v): their ranges change per window
   and image, and softmax turns small logit errors into large weight errors;
-- every `conv_out` (the layers that feed the sigmoid): int8 there raised the MAE from 1.4e-3 to 2.8e-3
-  and the max |diff| from 1e-2 to 0.11;
+- the last convolution of every decoder block (`conv_out`, the squeeze block's too) and the
+  prediction head (`conv_out1`, which feeds the final sigmoid): int8 there raised the MAE from 1.4e-3
+  to 2.8e-3 and the max |diff| from 1e-2 to 0.11 (measured on these six together). The head carries
+  most of it: gate MAE 1.34e-3 with all six float, 1.47e-3 with the head alone, 2.73e-3 with none
+  (the fixture at 256x256, the export's check images, 8 synthetic calibration images; an AVX-512
+  VNNI EPYC, where the 7-bit weights do not saturate);
 - the input-patch blocks (`ipt_blk`, convolutions over the raw image's pixels): int8 there raised the
   MAE to 1.9e-3 and made the graph slower (1.42 s against 1.28 s);
 - the deformable sampling (DeformConv or GridSample: ONNX Runtime has no int8 kernel for either);
 - Softmax, LayerNormalization, GELU, Sigmoid, Resize: not quantised (statistics and exponentials).
+The float convolutions are declared on the modules (`keep_float_in_int8`, as `conv_bn_pairs`
+declares what BatchNorm folding does) and found in the graph by their weights' exact names.
 The deformable convs' offset and modulator convolutions are quantised, outputs included (ONNX Runtime
 fuses a Conv into its int8 kernel only with a quantised output), so the sampling offsets are 8-bit:
 keeping them float changed the MAE by under 1e-5 and cost 8% of the time at 512 (the 7x7 ones make
@@ -49,7 +55,7 @@ from ..errors import ExportError
 from .calibration import QUANTISED_OPS, write_calibration_cache
 from .verify import MaskAgreement, mask_agreement, run_graph
 
-FLOAT_MODULES = ("ipt_blk", "conv_out")  # see the module docstring
+ACTIVATION_MATMULS = "MatMul of two activations"
 # The gate: mean |alpha difference| against fp32 over the check images. 5e-3 is 1.3 gray levels on
 # average, under what a viewer sees on a cut-out's edge. IoU@0.5 is printed, not gated: where a mask
 # has wide soft regions (as the fixture weights' masks do) a change of 1e-3 flips the 0.5 threshold
@@ -68,16 +74,41 @@ class Int8Graph:
         return asdict(self)
 
 
-def float_nodes(graph) -> list[str]:
-    """Conv / MatMul nodes kept float: MatMuls without a weight input (attention q·kᵀ, attention·v)
-    and the convolutions of FLOAT_MODULES (node names carry our modules' paths)."""
+def declared_float_convs(model) -> dict[str, tuple[str, ...]]:
+    """rule -> the graph's weight names of the Conv2d layers that the model's modules declare float
+    (`keep_float_in_int8 = ((rule, (child, ...)), ...)`; a child may be a block, whose convolutions all
+    count)."""
+    from torch import nn
+
+    from .trace import NETWORK_SCOPE
+
+    rules: dict[str, list[str]] = {}
+    for path, module in model.named_modules():
+        for rule, children in getattr(module, "keep_float_in_int8", ()):
+            for child in children:
+                prefix = ".".join(p for p in (NETWORK_SCOPE, path, child) if p)
+                for name, layer in module.get_submodule(child).named_modules():
+                    if isinstance(layer, nn.Conv2d):
+                        weight = ".".join(p for p in (prefix, name, "weight") if p)
+                        rules.setdefault(rule, []).append(weight)
+    return {rule: tuple(weights) for rule, weights in rules.items()}
+
+
+def float_nodes(graph, float_convs: dict[str, tuple[str, ...]]) -> dict[str, list[str]]:
+    """rule -> the Conv / MatMul nodes kept float: MatMuls without a weight input (attention q·kᵀ,
+    attention·v), and the Conv nodes reading each declared weight (`declared_float_convs`)."""
     weights = {init.name for init in graph.initializer}
-    kept = []
-    for node in graph.node:
-        activation_matmul = node.op_type == "MatMul" and not any(i in weights for i in node.input)
-        float_module = node.op_type == "Conv" and any(f"/{m}" in node.name for m in FLOAT_MODULES)
-        if activation_matmul or float_module:
-            kept.append(node.name)
+    kept = {
+        ACTIVATION_MATMULS: [
+            n.name for n in graph.node if n.op_type == "MatMul" and not any(i in weights for i in n.input)
+        ]
+    }
+    convs = {n.input[1]: n.name for n in graph.node if n.op_type == "Conv"}
+    for rule, declared in float_convs.items():
+        missing = [w for w in declared if w not in convs]
+        if missing:
+            raise ValueError(f"no Conv node reads {missing[0]}, declared float for {rule!r}")
+        kept[rule] = [convs[w] for w in declared]
     return kept
 
 
@@ -93,13 +124,21 @@ def graph_to_quantise(fp32_path: Path, folder: Path) -> Path:
     return path
 
 
-def quantise(source_path: Path, int8_path: Path, ranges: dict, calibration: str) -> Int8Graph:
-    """Write `int8_path` from `graph_to_quantise`'s graph with the ranges of `minmax_ranges` on it."""
+def quantise(
+    source_path: Path,
+    int8_path: Path,
+    ranges: dict,
+    calibration: str,
+    float_convs: dict[str, tuple[str, ...]],
+) -> Int8Graph:
+    """Write `int8_path` from `graph_to_quantise`'s graph with the ranges of `minmax_ranges` on it,
+    keeping float the activation MatMuls and `float_convs` (`declared_float_convs`)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     require_calibration_cache(quantize_static)
-    kept = float_nodes(onnx.load(str(source_path), load_external_data=False).graph)
+    kept_by_rule = float_nodes(onnx.load(str(source_path), load_external_data=False).graph, float_convs)
+    kept = [name for names in kept_by_rule.values() for name in names]
     with tempfile.TemporaryDirectory(prefix="rmbg-int8-") as tmp, _quiet_quantiser():
         quantize_static(
             str(source_path),
@@ -116,8 +155,9 @@ def quantise(source_path: Path, int8_path: Path, ranges: dict, calibration: str)
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
     count = len(int8_layers(onnx.load(str(int8_path), load_external_data=False).graph))
-    rules = ("MatMul of two activations", *(f"Conv in {m}" for m in FLOAT_MODULES))
-    return Int8Graph(quantised_nodes=count, float_nodes=len(kept), float_rules=rules, calibration=calibration)
+    return Int8Graph(
+        quantised_nodes=count, float_nodes=len(kept), float_rules=tuple(kept_by_rule), calibration=calibration
+    )
 
 
 def int8_layers(graph) -> list[str]:

@@ -8,14 +8,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rmbg_runtime.contract import BATCH_DIM, INPUT_NAME, OUTPUT_NAME
+
+from ..architecture import DEFORM_CONV_MODES
 from ..model import BiRefNet
-from ..model.deform_conv import EXPORT_MODES, DeformConv2d
+from ..model.deform_conv import DeformConv2d
+from ..options import DEFAULT_OPSET
 from .fold import fold_batchnorms
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "mask"
-DEFAULT_OPSET = 19  # first opset with DeformConv; GridSample needs 16
-BATCH_DIM = "batch"
+NETWORK_SCOPE = "net"  # ProbabilityModel.net: the graph's parameter names start with "net."
 
 
 class ProbabilityModel(nn.Module):
@@ -31,8 +32,8 @@ class ProbabilityModel(nn.Module):
 
 def prepare_for_export(model: BiRefNet, deform_conv: str) -> ProbabilityModel:
     """BatchNorm folded, deformable convolutions set to `deform_conv`, sigmoid appended."""
-    if deform_conv not in EXPORT_MODES:
-        raise ValueError(f"deform_conv must be one of {EXPORT_MODES}, not {deform_conv!r}")
+    if deform_conv not in DEFORM_CONV_MODES:
+        raise ValueError(f"deform_conv must be one of {DEFORM_CONV_MODES}, not {deform_conv!r}")
     folded = fold_batchnorms(model)
     for module in folded.modules():
         if isinstance(module, DeformConv2d):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rmbg_runtime.contract import IMAGENET_MEAN, IMAGENET_STD
+
 from ..errors import ExportError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 FP32_MAX_DIFF, FP32_MEAN_DIFF = 1e-3, 1e-4  # ../shared/conformance/README.md
 FP16_MAX_MAE = 2e-3
 

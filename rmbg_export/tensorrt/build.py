@@ -11,13 +11,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from rmbg_runtime.contract import ENGINE_NAME, GRAPH_FILES, EngineRecord, ModelSpec
+
 from ..errors import ExportError
 from ..files import atomic_output, sha256_file
-from ..metadata import ENGINE_NAME, FP16_GRAPH_NAME, FP32_GRAPH_NAME
+from ..options import EngineOptions
 from .plan import (
     BuildPlan,
+    BuiltEngine,
     build_plan,
     device_record,
+    engine_record,
     layer_matches_node,
     optimization_profile,
     timing_cache_name,
@@ -119,7 +123,7 @@ def pin_fp32_layers(trt, network, node_names: set[str]) -> int:
     return pinned
 
 
-def _config(trt, builder, network, plan: BuildPlan, options, log):
+def _config(trt, builder, network, plan: BuildPlan, spec: ModelSpec, options: EngineOptions, log):
     config = builder.create_builder_config()
     if plan.fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
@@ -127,13 +131,11 @@ def _config(trt, builder, network, plan: BuildPlan, options, log):
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
     if not plan.tf32 and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)  # the fp32 islands are fp32 for accuracy; TF32 undoes it
-    limit = workspace_bytes(options.engine.get("workspace_gib"))
+    limit = workspace_bytes(options.workspace_gib)
     if limit is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, limit)
-    config.builder_optimization_level = int(options.engine.get("opt_level", 3))
-    profile = optimization_profile(
-        options.height, options.width, options.max_batch, options.engine.get("opt_batch")
-    )
+    config.builder_optimization_level = options.opt_level
+    profile = optimization_profile(spec.height, spec.width, spec.max_batch, options.opt_batch)
     trt_profile = builder.create_optimization_profile()
     trt_profile.set_shape(network.get_input(0).name, profile.min, profile.opt, profile.max)
     config.add_optimization_profile(trt_profile)
@@ -143,10 +145,13 @@ def _config(trt, builder, network, plan: BuildPlan, options, log):
     return config, profile, monitor
 
 
-def build_engine_stage(out: Path, meta: dict, options, check, log: Callable[[str], None]) -> dict:
-    """Build out/model.engine; returns the facts recorded under model.json's "engine".
+def build_engine(spec: ModelSpec, options: EngineOptions, log: Callable[[str], None]) -> EngineRecord:
+    """Build the engine for the export `spec` describes (its graphs are written) into
+    spec.folder/model.engine, and return its record for model.json (without parity: verify_engine)."""
+    return engine_record(_build(spec, options, log), options)
 
-    `check`: (input batches, the fp32 graph's outputs on them) to verify the engine, or None."""
+
+def _build(spec: ModelSpec, options: EngineOptions, log: Callable[[str], None]) -> BuiltEngine:
     import onnx
     import tensorrt as trt
 
@@ -155,14 +160,9 @@ def build_engine_stage(out: Path, meta: dict, options, check, log: Callable[[str
     from ..onnx.fp16 import fp32_islands
     from .preflight import needs_plugins, require_supported
 
-    engine_options = options.engine
-    plan = build_plan(
-        trt.__version__,
-        options.precision,
-        weak_typing=bool(engine_options.get("weak_typing")),
-        tf32=bool(engine_options.get("tf32")),
-    )
-    graph = out / (FP16_GRAPH_NAME if plan.graph == "fp16" else FP32_GRAPH_NAME)
+    out = spec.folder
+    plan = build_plan(trt.__version__, spec.precision, weak_typing=options.weak_typing, tf32=options.tf32)
+    graph = out / GRAPH_FILES[plan.graph]
     model = onnx.load(str(graph), load_external_data=False)
     require_supported(model, trt.__version__, graph.name)
     logger = tensorrt_logger(trt)
@@ -178,8 +178,8 @@ def build_engine_stage(out: Path, meta: dict, options, check, log: Callable[[str
     if plan.pin_fp32_layers:
         log(f"      {pinned} layers pinned to fp32")
     default_cache = out / timing_cache_name(device["gpu_name"], trt.__version__)
-    cache_path = Path(engine_options.get("timing_cache") or default_cache)
-    config, profile, _monitor = _config(trt, builder, network, plan, options, log)
+    cache_path = Path(options.timing_cache or default_cache)
+    config, profile, _monitor = _config(trt, builder, network, plan, spec, options, log)
     attach_timing_cache(config, cache_path, log)
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
@@ -193,39 +193,32 @@ def build_engine_stage(out: Path, meta: dict, options, check, log: Callable[[str
     with atomic_output(engine_path) as partial:
         partial.write_bytes(bytes(serialized))
     save_timing_cache(config, cache_path)
-    facts = {
-        "path": ENGINE_NAME,
-        "sha256": sha256_file(engine_path),
-        "tensorrt_version": trt.__version__,
-        **device,
-        "precision": options.precision,
-        "strongly_typed": plan.strongly_typed,
-        "fp16_builder_flag": plan.fp16_flag,
-        "fp32_layers_pinned": pinned,
-        "tf32": plan.tf32,
-        "graph": graph.name,
-        "profile": profile.as_dict(),
-        "plugins": ["ModulatedDeformConv2d"] if plugins else [],
-        "builder_optimization_level": int(engine_options.get("opt_level", 3)),
-        "workspace_gib": engine_options.get("workspace_gib"),
-        "timing_cache": cache_path.name,
-        "build_seconds": round(build_seconds, 1),
-    }
-    if check is not None:
-        facts["parity"] = verify_engine(out, meta | {"engine": facts}, *check, log)
-    return facts
+    return BuiltEngine(
+        path=engine_path.name,
+        sha256=sha256_file(engine_path),
+        tensorrt_version=trt.__version__,
+        device=device,
+        precision=spec.precision,
+        plan=plan,
+        fp32_layers_pinned=pinned,
+        graph=graph.name,
+        profile=profile,
+        plugins=("ModulatedDeformConv2d",) if plugins else (),
+        timing_cache=cache_path.name,
+        build_seconds=build_seconds,
+    )
 
 
-def verify_engine(out: Path, meta: dict, inputs, fp32_outputs, log: Callable[[str], None]) -> dict:
-    """The engine through the runtime's own TensorRT backend against the fp32 graph's outputs."""
+def verify_engine(spec: ModelSpec, inputs, fp32_outputs, log: Callable[[str], None]) -> dict:
+    """The engine `spec` records, through the runtime's own TensorRT backend, against the fp32
+    graph's outputs on `inputs`; returns the agreement figures for the engine's record."""
     import numpy as np
 
     from rmbg_runtime.backends.tensorrt import TensorRTBackend
-    from rmbg_runtime.metadata import spec_from_dict
 
     from ..onnx.verify import mask_agreement
 
-    backend = TensorRTBackend(spec_from_dict(out, meta))
+    backend = TensorRTBackend(spec)
     try:
         engine = np.concatenate([backend.run(b) for b in inputs])
     finally:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from rmbg_runtime.contract import EXPORT_PRECISIONS, EngineRecord, Profile
+
 from ..errors import ExportError
+from ..options import EngineOptions
 
 MIN_VERSION = (10, 1)
 # Strong typing (NetworkDefinitionCreationFlag.STRONGLY_TYPED) exists since 10.1 (pyCore.cpp at the
@@ -54,8 +57,8 @@ def build_plan(
             f"TensorRT {tensorrt_version} is too old: 10.1 or later is needed (DeformConv, strongly typed "
             "networks); upgrade TensorRT."
         )
-    if precision not in ("fp16", "fp32"):
-        raise ExportError(f"precision {precision!r} is unknown; use fp16 or fp32.")
+    if precision not in EXPORT_PRECISIONS:
+        raise ExportError(f"precision {precision!r} is unknown; use {' or '.join(EXPORT_PRECISIONS)}.")
     if not weak_typing:
         return BuildPlan(graph=precision, strongly_typed=True, fp16_flag=False, tf32=tf32)
     if version[:2] >= WEAK_TYPING_REMOVED:
@@ -64,16 +67,6 @@ def build_plan(
         )
     fp16 = precision == "fp16"
     return BuildPlan(graph="fp32", strongly_typed=False, fp16_flag=fp16, pin_fp32_layers=fp16, tf32=tf32)
-
-
-@dataclass(frozen=True)
-class Profile:
-    min: tuple[int, int, int, int]
-    opt: tuple[int, int, int, int]
-    max: tuple[int, int, int, int]
-
-    def as_dict(self) -> dict:
-        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
 
 
 def optimization_profile(height: int, width: int, max_batch: int, opt_batch: int | None = None) -> Profile:
@@ -139,3 +132,43 @@ def layer_matches_node(layer_name: str, node_names: set[str]) -> bool:
         return True
     base, _, suffix = layer_name.rpartition("_")
     return suffix.isdigit() and base in node_names
+
+
+@dataclass(frozen=True)
+class BuiltEngine:
+    """What a build produced (build.py fills it from TensorRT and the device)."""
+
+    path: str
+    sha256: str
+    tensorrt_version: str
+    device: dict  # device_record's facts
+    precision: str
+    plan: BuildPlan
+    fp32_layers_pinned: int
+    graph: str  # the ONNX file it was built from
+    profile: Profile
+    plugins: tuple[str, ...]
+    timing_cache: str
+    build_seconds: float
+
+
+def engine_record(built: BuiltEngine, options: EngineOptions) -> EngineRecord:
+    """model.json's record of an engine: what was built, on what, and with which settings."""
+    return EngineRecord(
+        path=built.path,
+        sha256=built.sha256,
+        tensorrt_version=built.tensorrt_version,
+        **built.device,
+        precision=built.precision,
+        strongly_typed=built.plan.strongly_typed,
+        fp16_builder_flag=built.plan.fp16_flag,
+        fp32_layers_pinned=built.fp32_layers_pinned,
+        tf32=built.plan.tf32,
+        graph=built.graph,
+        profile=built.profile,
+        plugins=built.plugins,
+        builder_optimization_level=options.opt_level,
+        workspace_gib=options.workspace_gib,
+        timing_cache=built.timing_cache,
+        build_seconds=round(built.build_seconds, 1),
+    )

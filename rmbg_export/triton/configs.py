@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rmbg_runtime.backends.onnxruntime import default_precision
-from rmbg_runtime.metadata import ModelSpec
+from rmbg_runtime.contract import ModelSpec
 from rmbg_runtime.triton import CUTOUT, ENSEMBLE_INPUT, MASK, PIXELS, PROBABILITY, RGB
 
 from ..errors import ExportError
@@ -49,7 +49,7 @@ def validate(spec: ModelSpec, options: TritonOptions) -> None:
         raise ExportError(f"--network {options.network} is unknown; use one of {', '.join(NETWORKS)}.")
     if options.kind not in KINDS:
         raise ExportError(f"--kind {options.kind} is unknown; use gpu or cpu.")
-    if options.network == "tensorrt" and not spec.engine:
+    if options.network == "tensorrt" and spec.engine is None:
         raise ExportError(
             f"{spec.folder} holds no TensorRT engine (it was exported with --onnx-only); run rmbg-export "
             "without --onnx-only on the serving GPU, or pick --network onnxruntime or python."
@@ -62,20 +62,13 @@ def validate(spec: ModelSpec, options: TritonOptions) -> None:
         raise ExportError("--instances and --pre-post-instances must be at least 1.")
     if options.max_queue_delay_us < 0:
         raise ExportError(f"--max-queue-delay-us {options.max_queue_delay_us} must not be negative.")
-    largest = network_max_batch(spec)
+    largest = spec.network_max_batch
     too_big = [b for b in options.preferred_batch if not 1 <= b <= largest]
     if too_big:
         raise ExportError(
             f"--preferred-batch {too_big[0]} lies outside 1..{largest}, the export's batch "
             "range; pick sizes within it or re-export with a larger --max-batch."
         )
-
-
-def network_max_batch(spec: ModelSpec) -> int:
-    """The export's max batch, capped by the engine's optimisation profile where there is one."""
-    if spec.engine and spec.engine.get("profile"):
-        return min(spec.max_batch, int(spec.engine["profile"]["max"][0]))
-    return spec.max_batch
 
 
 def onnx_graph_precision(spec: ModelSpec, options: TritonOptions) -> str:
@@ -92,7 +85,7 @@ def tensor(name: str, dtype: str, dims: list[int]) -> dict:
 
 
 def triton_type(spec: ModelSpec, side: str) -> str:
-    dtype = spec.raw[side].get("dtype", "float32")
+    dtype = (spec.input if side == "input" else spec.output).dtype
     if dtype not in TRITON_TYPES:
         raise ExportError(f"model.json's {side} dtype {dtype} has no Triton type; re-export the model.")
     return TRITON_TYPES[dtype]
@@ -110,7 +103,7 @@ def network_config(spec: ModelSpec, options: TritonOptions) -> dict:
     config = {
         "name": options.model_names()["network"],
         **RUNNERS[options.network],
-        "max_batch_size": network_max_batch(spec),
+        "max_batch_size": spec.network_max_batch,
         "input": [tensor(spec.input_name, triton_type(spec, "input"), [3, spec.height, spec.width])],
         "output": [tensor(spec.output_name, triton_type(spec, "output"), [1, spec.height, spec.width])],
         "dynamic_batching": {
@@ -125,8 +118,7 @@ def network_config(spec: ModelSpec, options: TritonOptions) -> dict:
 
 def _network_extras(spec: ModelSpec, options: TritonOptions) -> dict:
     if options.network == "tensorrt":
-        engine = spec.engine
-        facts = {"tensorrt_version": engine.get("tensorrt_version"), "built_on_gpu": engine.get("gpu_name")}
+        facts = {"tensorrt_version": spec.engine.tensorrt_version, "built_on_gpu": spec.engine.gpu_name}
         return {"parameters": string_parameters(facts)}
     if options.network == "python":
         backend = "auto" if options.kind == "gpu" else "onnxruntime-cpu"

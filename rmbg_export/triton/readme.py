@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from rmbg_runtime.metadata import ModelSpec
+from rmbg_runtime.contract import EngineRecord, ModelSpec
 
-from .configs import TritonOptions, network_max_batch, onnx_graph_precision
+from .configs import TritonOptions, onnx_graph_precision
 
 CONTAINER = "nvcr.io/nvidia/tritonserver:<yy.mm>-py3"
 
 
-def tensorrt_pin(engine: dict) -> str:
-    version, gpu = engine.get("tensorrt_version", "?"), engine.get("gpu_name", "?")
+def tensorrt_pin(engine: EngineRecord) -> str:
+    version, gpu = engine.tensorrt_version, engine.gpu_name
     return (
         f"model.plan was built with TensorRT {version} on {gpu}: it loads only in a Triton release whose "
         f"TensorRT is exactly {version}, on that GPU model. NVIDIA's Frameworks Support Matrix lists "
@@ -26,7 +26,7 @@ def repository_readme(spec: ModelSpec, options: TritonOptions) -> str:
         f"# Triton model repository for `{names['ensemble']}`",
         "",
         f"Written by `rmbg-export triton` from `{spec.folder}` ({spec.backbone}, "
-        f"{spec.height}x{spec.width}, {spec.precision}, max batch {network_max_batch(spec)}).",
+        f"{spec.height}x{spec.width}, {spec.precision}, max batch {spec.network_max_batch}).",
         "",
         "| model | what it does |",
         "|---|---|",
@@ -35,7 +35,7 @@ def repository_readme(spec: ModelSpec, options: TritonOptions) -> str:
         f"| `{names['pre']}` | python backend: decode, EXIF orientation, the model card's resize and "
         "normalisation (rmbg_runtime) |",
         f"| `{names['network']}` | {_network_line(spec, options)}; dynamic batching up to "
-        f"{network_max_batch(spec)}, {options.instances} instance(s) per {options.kind.upper()} |",
+        f"{spec.network_max_batch}, {options.instances} instance(s) per {options.kind.upper()} |",
         f"| `{names['post']}` | python backend: the model card's mask resize, the cut-out PNG "
         "(rmbg_runtime) |",
         "",
@@ -63,7 +63,7 @@ def repository_readme(spec: ModelSpec, options: TritonOptions) -> str:
 
 def _network_line(spec: ModelSpec, options: TritonOptions) -> str:
     if options.network == "tensorrt":
-        return f"TensorRT plan ({spec.engine.get('precision', spec.precision)})"
+        return f"TensorRT plan ({spec.engine.precision})"
     if options.network == "onnxruntime":
         accelerator = " with ORT's TensorRT accelerator (fp16, engine cache)" if options.ort_tensorrt else ""
         return f"ONNX Runtime backend, {onnx_graph_precision(spec, options)} graph{accelerator}"

@@ -11,8 +11,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from rmbg_runtime.contract import METADATA_NAME, EngineRecord, ModelSpec
 from rmbg_runtime.files import write_atomically
-from rmbg_runtime.metadata import METADATA_NAME, ModelSpec, read_model_spec
+from rmbg_runtime.metadata import read_model_spec
 
 from ..errors import ExportError
 from .configs import (
@@ -70,9 +71,8 @@ def _build_models(spec: ModelSpec, options: TritonOptions, stage: Path) -> list[
     return [names["pre"], names["network"], names["post"], names["ensemble"]]
 
 
-def _pin_comment(engine: dict) -> str:
-    version = engine.get("tensorrt_version")
-    gpu = engine.get("gpu_name")
+def _pin_comment(engine: EngineRecord) -> str:
+    version, gpu = engine.tensorrt_version, engine.gpu_name
     return f"model.plan: TensorRT {version} on {gpu}; loads only where Triton has TensorRT {version}."
 
 
@@ -86,7 +86,7 @@ def _model(folder: Path, config: dict, python_class: str | None = None, notes: l
 
 def _network_files(spec: ModelSpec, options: TritonOptions, version: Path) -> None:
     if options.network == "tensorrt":
-        _link(spec.folder / spec.engine["path"], version / "model.plan")
+        _link(spec.folder / spec.engine.path, version / "model.plan")
     elif options.network == "onnxruntime":
         graph = spec.graph_path(onnx_graph_precision(spec, options))
         _link(graph, version / "model.onnx")
@@ -94,10 +94,10 @@ def _network_files(spec: ModelSpec, options: TritonOptions, version: Path) -> No
     else:  # python: the runtime reads the export as it is, model.json included
         _link(spec.folder / METADATA_NAME, version / METADATA_NAME)
         for entry in spec.graphs.values():
-            _link(spec.folder / entry["path"], version / entry["path"])
-            _link_external_data(spec.folder / entry["path"], version)
-        if spec.engine and options.kind == "gpu":
-            _link(spec.folder / spec.engine["path"], version / spec.engine["path"])
+            _link(spec.folder / entry.path, version / entry.path)
+            _link_external_data(spec.folder / entry.path, version)
+        if spec.engine is not None and options.kind == "gpu":
+            _link(spec.folder / spec.engine.path, version / spec.engine.path)
 
 
 def _link_external_data(graph: Path, version: Path) -> None:

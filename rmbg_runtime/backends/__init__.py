@@ -11,11 +11,12 @@ from typing import Protocol
 
 import numpy as np
 
+from ..contract import GRAPH_PRECISIONS
 from ..errors import BackendUnavailable
 from ..metadata import ModelSpec
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
-PRECISIONS = ("fp32", "fp16", "int8")  # the ONNX graphs an export may hold (int8: ONNX Runtime CPU)
+PRECISIONS = GRAPH_PRECISIONS  # the ONNX graphs an export may hold (int8: ONNX Runtime CPU)
 ALIASES = {
     "trt": "tensorrt",
     "ort-cuda": "onnxruntime-cuda",

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract import ModelSpec
 from ..errors import BackendUnavailable, ModelError
-from ..metadata import ModelSpec, verify_file
+from ..metadata import verify_file
 
 INSTALL_CPU = "pip install 'rmbg-toolkit[ort]'"
 INSTALL_GPU = "pip uninstall onnxruntime && pip install 'rmbg-toolkit[ort-gpu]'"
@@ -47,22 +48,6 @@ def default_precision(spec: ModelSpec, device: str) -> str:
     if device == "cuda":
         return spec.precision if spec.precision in spec.graphs else "fp32"
     return "int8" if "int8" in spec.graphs else "fp32"  # int8 graphs are QDQ for the CPU provider
-
-
-# How to get each graph: the fp32 graph is always exported, the fp16 one unless --precision fp32.
-MAKE_GRAPH = {
-    "fp32": "run `rmbg-export` again for this folder",
-    "fp16": "export again with --precision fp16 (the default)",
-    "int8": "export again with --cpu-int8 (e.g. `rmbg-export SOURCE --output DIR --onnx-only --cpu-int8`)",
-}
-
-
-def graph_path(spec: ModelSpec, precision: str) -> Path:
-    if precision not in MAKE_GRAPH:
-        raise ModelError(f"precision {precision!r} is unknown; use one of {', '.join(MAKE_GRAPH)}.")
-    if precision not in spec.graphs:
-        raise ModelError(f"{spec.folder} has no {precision} ONNX graph; {MAKE_GRAPH[precision]}.")
-    return spec.graph_path(precision)
 
 
 def check_graph_matches_spec(session, spec: ModelSpec, path: Path) -> None:
@@ -108,9 +93,9 @@ class OnnxRuntimeBackend:
                 "or pick the onnxruntime-cpu backend."
             )
         precision = precision or default_precision(spec, device)
-        path = graph_path(spec, precision)
+        path = spec.graph_path(precision)
         if verify_files:
-            verify_file(path, spec.graphs[precision]["sha256"])
+            verify_file(path, spec.graph(precision).sha256)
         self.session = _session(ort, path, device, device_id, threads, cpu_arena or device != "cpu")
         check_graph_matches_spec(self.session, spec, path)
         self.name = f"onnxruntime-{device} ({precision} graph)"

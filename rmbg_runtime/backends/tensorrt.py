@@ -17,8 +17,9 @@ import threading
 
 import numpy as np
 
+from ..contract import EngineRecord, ModelSpec
 from ..errors import BackendUnavailable, ModelError, RmbgError
-from ..metadata import ModelSpec, verify_file
+from ..metadata import verify_file
 from . import batch_slices
 from .cuda import DeviceBuffers, check, import_cudart
 
@@ -45,7 +46,7 @@ def tensorrt_logger(trt):
         return _LOGGER
 
 
-def engine_mismatches(recorded: dict, current: dict) -> list[str]:
+def engine_mismatches(recorded: EngineRecord, current: dict) -> list[str]:
     """What differs between the machine an engine was built on and this one."""
     problems = []
     for key, label in (
@@ -53,8 +54,9 @@ def engine_mismatches(recorded: dict, current: dict) -> list[str]:
         ("gpu_name", "GPU"),
         ("compute_capability", "compute capability"),
     ):
-        if str(recorded.get(key)) != str(current.get(key)):
-            problems.append(f"{label} {recorded.get(key)} (this machine: {current.get(key)})")
+        built_for = getattr(recorded, key)
+        if str(built_for) != str(current.get(key)):
+            problems.append(f"{label} {built_for} (this machine: {current.get(key)})")
     return problems
 
 
@@ -72,25 +74,25 @@ def check_output_shape(actual, expected: tuple[int, ...]) -> None:
 
 class TensorRTBackend:
     def __init__(self, spec: ModelSpec, *, device_id: int = 0, verify_files: bool = True) -> None:
-        engine_meta = spec.engine
-        if not engine_meta:
+        record = spec.engine
+        if record is None:
             raise ModelError(f"{spec.folder} has no TensorRT engine (exported with --onnx-only); {REBUILD}.")
-        path = spec.folder / engine_meta["path"]
+        path = spec.folder / record.path
         if verify_files:
-            verify_file(path, engine_meta["sha256"])
+            verify_file(path, record.sha256)
         trt, cudart = self._import()
         check(cudart.cudaSetDevice(device_id), f"cudaSetDevice({device_id})")
         current = self.device_facts(cudart, device_id) | {"tensorrt_version": trt.__version__}
-        problems = engine_mismatches(engine_meta, current)
+        problems = engine_mismatches(record, current)
         if problems:
             raise ModelError(refusal_sentence(path.name, problems))
-        self.name = f"tensorrt ({engine_meta.get('precision', '?')}, {current['gpu_name']})"
+        self.name = f"tensorrt ({record.precision}, {current['gpu_name']})"
         self.input_name, self.output_name = spec.input_name, spec.output_name
-        self.max_batch = int(engine_meta["profile"]["max"][0])
+        self.max_batch = record.max_batch
         self.image_shape = (3, spec.height, spec.width)
         self.mask_shape = (1, spec.height, spec.width)
         self._buffers: DeviceBuffers | None = None
-        self._load(trt, cudart, path, engine_meta)
+        self._load(trt, cudart, path, record)
 
     @staticmethod
     def _import():
@@ -106,9 +108,9 @@ class TensorRTBackend:
         name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
         return {"gpu_name": name.rstrip("\x00"), "compute_capability": f"{props.major}.{props.minor}"}
 
-    def _load(self, trt, cudart, path, engine_meta: dict) -> None:
+    def _load(self, trt, cudart, path, record: EngineRecord) -> None:
         logger = tensorrt_logger(trt)
-        if engine_meta.get("plugins"):
+        if record.plugins:
             trt.init_libnvinfer_plugins(logger, "")
         self._runtime = trt.Runtime(logger)
         self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
