@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from .backends import BACKENDS, PRECISIONS
@@ -479,6 +480,10 @@ def main() -> None:
         raise Terminated  # unwind through the finally blocks that remove partial files
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    # Pillow warns about damage it can read past ("Corrupt EXIF data"); the run reports each file that
+    # fails in one line of its own, and these warnings, written from the decode threads, would split
+    # those lines.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
     cli = build_cli()
     import click
 
