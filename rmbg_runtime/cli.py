@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from .backends import BACKENDS, PRECISIONS
-from .errors import RmbgError, UsageError
+from .backends import BACKENDS, PRECISIONS, BackendConfig
+from .errors import BackendError, RmbgError, UsageError
 from .files import is_complete_image, write_atomically
 from .images import DEFAULT_MAX_PIXELS
 from .jobs import Job, plan_jobs
@@ -62,6 +62,23 @@ class Progress:
         if self.line_open:
             self.stream.write("\n")
             self.line_open = False
+
+
+def _engine_options(click):
+    """--device-id and --engine-threads: the same two options on every command that opens a backend."""
+    device = click.option("--device-id", type=click.IntRange(min=0), default=0, show_default=True,
+                          help="GPU to run on (TensorRT, ONNX Runtime CUDA).")  # fmt: skip
+    threads = click.option(
+        "--engine-threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help="The engine's intra-op threads (ONNX Runtime) [every core]; not the CPU stages (--threads).",
+    )
+
+    def decorate(command):
+        return device(threads(command))
+
+    return decorate
 
 
 def _load_click():
@@ -124,6 +141,7 @@ def build_cli():
     @click.option("--batch-size", type=positive, default=None, help="Images per inference call [model max].")
     @click.option("--skip-existing", is_flag=True, help="Leave inputs whose output exists and is complete.")
     @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+    @_engine_options(click)
     @click.option(
         "--max-pixels",
         type=positive,
@@ -137,7 +155,12 @@ def build_cli():
         help="ONNX graph for ONNX Runtime [CPU: int8 if exported, else fp32; CUDA: the export's].",
     )
     @click.option("--refine", is_flag=True, help="Estimate foreground colours at soft edges (hair, fur).")
-    @click.option("--threads", type=positive, default=None, help="Threads for decoding and encoding.")
+    @click.option(
+        "--threads",
+        type=positive,
+        default=None,
+        help="Threads for the CPU stages (decode, pre/post-processing, encode) [min(8, cores)].",
+    )
     @click.option(
         "--png-compress-level",
         type=click.IntRange(0, 9),
@@ -157,6 +180,8 @@ def build_cli():
         batch_size,
         skip_existing,
         backend,
+        device_id,
+        engine_threads,
         max_pixels,
         precision,
         refine,
@@ -177,19 +202,12 @@ def build_cli():
         if not jobs:
             return
         options = OutputOptions(mask_only, background, plan.fmt, png_compress_level, refine)
-        pipeline = Pipeline.open(
-            model_dir,
-            backend,
-            threads=threads,
-            precision=precision,
-            max_batch=batch_size,
-            max_pixels=max_pixels,
-        )
-        try:
+        config = BackendConfig(backend, device_id, engine_threads, precision)
+        with Pipeline.open(
+            model_dir, config, threads=threads, max_batch=batch_size, max_pixels=max_pixels
+        ) as pipeline:
             progress = Progress(len(jobs), not quiet and len(jobs) > 1)
             failures = _run_jobs(pipeline, jobs, options, progress)
-        finally:
-            pipeline.close()
         if failures:
             click.echo(f"{failures} of {len(jobs)} images failed.", err=True)
             sys.exit(1)
@@ -248,7 +266,13 @@ def _run_jobs(pipeline, jobs: list[Job], options: OutputOptions, progress: Progr
     interrupt always unwinds through the write that removes its partial file. Returns failures."""
     sources = (sys.stdin.buffer.read() if job.source is None else job.source for job in jobs)
     failures = 0
-    for job, result in zip(jobs, pipeline.map(sources, options), strict=True):
+    results = pipeline.map(sources, options)
+    for job in jobs:
+        try:
+            result = next(results)
+        except BackendError as err:  # every later image would fail the same way: stop at the first
+            progress.finish()
+            raise BackendError(f"stopped after {progress.done} of {progress.total} images: {err}") from None
         failed = 0
         if isinstance(result, RmbgError):
             progress.error(str(result))
@@ -277,7 +301,7 @@ def _add_serve(cli, click) -> None:
     @click.option("--host", default=defaults.host, show_default=True, help="Address to bind.")
     @click.option("--port", type=click.IntRange(0, 65535), default=defaults.port, show_default=True)
     @click.option("--backend", default=defaults.backend, show_default=True)
-    @click.option("--device-id", type=int, default=defaults.device_id, show_default=True)
+    @_engine_options(click)
     @click.option(
         "--precision",
         type=click.Choice(PRECISIONS),
@@ -406,19 +430,29 @@ def _add_quality(cli, click) -> None:
                   show_default=True)  # fmt: skip
     @click.option("--backend", default="auto", show_default=True)
     @click.option("--precision", type=click.Choice(PRECISIONS), help="ONNX graph for ONNX Runtime.")
+    @_engine_options(click)
     @click.option(
         "--worst", type=click.IntRange(min=0), default=8, show_default=True, help="Rows in worst.png."
     )
     @click.option("--hce/--no-hce", default=True, show_default=True, help="Human correction effort (DIS).")
     @click.option("--save-masks", type=click.Path(file_okay=False, path_type=Path),
                   help="Keep predictions as SAVE_MASKS/<model>/<testset>/<name>.png (BiRefNet).")  # fmt: skip
-    def evaluate(model_dir, images, masks, out, backend, precision, worst, hce, save_masks) -> None:
+    def evaluate(
+        model_dir, images, masks, out, backend, precision, device_id, engine_threads, worst, hce, save_masks
+    ) -> None:
         """Score an export on IMAGES against ground-truth masks: maxFm, wFm, MAE, Sm, meanEm, HCE."""
         from .remover import Remover
 
         run = _import_evaluation()
-        remover = Remover(model_dir, backend, precision=precision)
-        summary = run.run_eval(
+        with Remover(model_dir, BackendConfig(backend, device_id, engine_threads, precision)) as remover:
+            summary = _evaluate(run, remover, images, masks, out, worst, hce, save_masks)
+        click.echo(f"{summary['images']} images: " + ", ".join(
+            f"{k} {summary[k]:.4f}" for k in ("maxFm", "wFm", "MAE", "Sm", "meanEm", "HCE") if k in summary
+        ) + f"; report in {out}")  # fmt: skip
+        _exit_if_failed(summary)
+
+    def _evaluate(run, remover, images, masks, out, worst, hce, save_masks) -> dict:
+        return run.run_eval(
             remover,
             images,
             masks,
@@ -429,10 +463,6 @@ def _add_quality(cli, click) -> None:
             progress=_progress_line,
             on_error=_error_line,
         )
-        click.echo(f"{summary['images']} images: " + ", ".join(
-            f"{k} {summary[k]:.4f}" for k in ("maxFm", "wFm", "MAE", "Sm", "meanEm", "HCE") if k in summary
-        ) + f"; report in {out}")  # fmt: skip
-        _exit_if_failed(summary)
 
     @cli.command()
     @click.argument("dir_a", type=folder)
@@ -446,16 +476,22 @@ def _add_quality(cli, click) -> None:
                   show_default=True)  # fmt: skip
     @click.option("--worst", type=click.IntRange(min=0), default=8, show_default=True)
     @click.option("--max-mae", type=float, help="Exit 1 when any image's mask MAE exceeds this.")
-    def compare(dir_a, dir_b, images, backend_a, backend_b, precision_a, precision_b, out, worst, max_mae):
+    @_engine_options(click)
+    def compare(
+        dir_a, dir_b, images, backend_a, backend_b, precision_a, precision_b, out, worst, max_mae,
+        device_id, engine_threads,
+    ):  # fmt: skip
         """Where two exports or backends differ on IMAGES: mask MAE, max |diff|, IoU, share > 8 levels."""
         from .remover import Remover
 
         run = _import_evaluation()
-        a = Remover(dir_a, backend_a, precision=precision_a)
-        b = Remover(dir_b, backend_b, precision=precision_b)
-        summary = run.run_compare(
-            a, b, images, out, worst=worst, progress=_progress_line, on_error=_error_line
-        )
+        with (
+            Remover(dir_a, BackendConfig(backend_a, device_id, engine_threads, precision_a)) as a,
+            Remover(dir_b, BackendConfig(backend_b, device_id, engine_threads, precision_b)) as b,
+        ):
+            summary = run.run_compare(
+                a, b, images, out, worst=worst, progress=_progress_line, on_error=_error_line
+            )
         s = summary
         click.echo(
             f"{s['images']} images: mean MAE {s['mean_mae']:.2e}, worst {s['worst_mae']:.2e}, max |diff| "

@@ -23,9 +23,9 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from .backends import Backend, open_backend
+from .backends import Backend, BackendConfig, open_backend
 from .batching import Batcher, BatchObserver, BatchResult
-from .errors import RmbgError
+from .errors import BackendError, RmbgError
 from .images import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from .metadata import ModelSpec, read_model_spec
 from .processing import composite, cut_out, postprocess, preprocess
@@ -123,7 +123,8 @@ class Prepared:
 
 
 class Pipeline:
-    """Stages over one backend. Thread-safe; `close()` finishes queued work and stops the workers."""
+    """Stages over one backend, which it owns. Thread-safe; `close()` finishes queued work, stops
+    the workers and closes the backend."""
 
     def __init__(
         self,
@@ -152,21 +153,26 @@ class Pipeline:
         )
 
     @classmethod
-    def open(
-        cls,
-        model_dir: str | Path,
-        backend: str = "auto",
-        *,
-        device_id: int = 0,
-        threads: int | None = None,
-        precision: str | None = None,
-        **options,
-    ) -> Pipeline:
-        """The export in `model_dir` on `backend` (`precision`: the ONNX graph ONNX Runtime runs);
-        `options` as for the constructor."""
+    def open(cls, model_dir: str | Path, config: BackendConfig | None = None, **options) -> Pipeline:
+        """The export in `model_dir` on the backend `config` describes; `options` as for the
+        constructor (`threads`: the CPU-stage pool, not the engine's threads)."""
         spec = read_model_spec(model_dir)
-        opened = open_backend(spec, backend, device_id=device_id, threads=threads, precision=precision)
-        return cls(spec, opened, threads=threads, **options)
+        backend = open_backend(spec, config)
+        try:
+            return cls(spec, backend, **options)
+        except BaseException:
+            backend.close()
+            raise
+
+    @property
+    def admit_limit(self) -> int:
+        """Images in flight the batcher accepts; one more is refused with QueueFull."""
+        return self.batcher.capacity
+
+    def warm_up(self) -> None:
+        """One inference on a blank image through the batcher (the first call builds kernels and
+        arenas); raises what the backend raises."""
+        self.batcher.submit(np.zeros((3, self.spec.height, self.spec.width), np.float32)).result()
 
     # ---- stages (each runs in the calling thread) ----------------------------------------------
 
@@ -209,7 +215,8 @@ class Pipeline:
         self, sources: Iterable[ImageInput], options: OutputOptions, window: int | None = None
     ) -> Iterator[Result | RmbgError]:
         """Results in input order, with up to `window` images in flight across the stages; a failing
-        image yields its RmbgError and the rest continue. No pool thread waits on inference: each
+        image yields its RmbgError and the rest continue; a BackendError is raised, since every image
+        after it would fail the same way. No pool thread waits on inference: each
         stage hands the image to the next when it is done."""
         window = min(window or 2 * self.max_batch + self.threads, self.batcher.max_queue)
         pending: deque[Future] = deque()
@@ -224,7 +231,10 @@ class Pipeline:
         done: Future = Future()
 
         def fail_or_raise(err: BaseException) -> None:
-            done.set_result(err) if isinstance(err, RmbgError) else done.set_exception(err)
+            if isinstance(err, RmbgError) and not isinstance(err, BackendError):
+                done.set_result(err)  # the image's own failure: the others go on
+            else:
+                done.set_exception(err)  # the backend's (or a bug): the consumer stops
 
         def finish(prepared: Prepared, inferred: Future) -> None:
             try:
@@ -244,6 +254,16 @@ class Pipeline:
         self.pool.submit(self.prepare, source).add_done_callback(prepared_ready)
         return done
 
-    def close(self) -> None:
-        self.batcher.close()
+    def close(self, *, cancel_queued: bool = False) -> None:
+        """Finish the queued images (or cancel them: `cancel_queued`), stop the workers, close the
+        backend."""
+        self.batcher.close(cancel_queued=cancel_queued)
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self.backend.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, exc_type, *_rest) -> None:
+        """Leaving on an error (a backend failure, an interrupt) cancels the queued images."""
+        self.close(cancel_queued=exc_type is not None)

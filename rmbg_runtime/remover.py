@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageColor
 
-from .backends import Backend, open_backend
+from .backends import Backend, BackendConfig, open_backend
 from .errors import RmbgError
 from .images import DEFAULT_MAX_PIXELS, IMAGE_INPUT_TYPES, ImageInput, load_image
 from .metadata import read_model_spec
@@ -50,29 +50,36 @@ class Remover:
     def __init__(
         self,
         model_dir: str | Path,
-        backend: str | Backend = "auto",
+        backend: str | BackendConfig | Backend = "auto",
         *,
         device_id: int = 0,
-        threads: int | None = None,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        verify_files: bool = True,
+        engine_threads: int | None = None,
         precision: str | None = None,
+        verify_files: bool = True,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        """`backend`: a name (see `rmbg_runtime.backends.BACKENDS`) or an already open backend.
+        """`backend`: a name (see `rmbg_runtime.backends.BACKENDS`) with the keyword settings, a whole
+        `BackendConfig` (the keywords are then not used), or an already open backend (then owned by
+        this Remover: `close()` closes it). `engine_threads`: ONNX Runtime's intra-op threads.
         `precision`: the ONNX graph ONNX Runtime runs (default on the CPU: int8 if exported, else fp32)."""
         self.spec = read_model_spec(model_dir)
         if isinstance(backend, str):
-            backend = open_backend(
-                self.spec,
-                backend,
-                device_id=device_id,
-                threads=threads,
-                verify_files=verify_files,
-                precision=precision,
-            )
+            backend = BackendConfig(backend, device_id, engine_threads, precision, verify_files)
+        if isinstance(backend, BackendConfig):
+            backend = open_backend(self.spec, backend)
         self.backend = backend
         self.max_pixels = max_pixels
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Release the backend's device memory and sessions."""
+        self.backend.close()
+
+    def __enter__(self) -> Remover:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     @property
     def backend_name(self) -> str:
