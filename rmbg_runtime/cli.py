@@ -206,6 +206,8 @@ def build_cli():
         with Pipeline.open(
             model_dir, config, threads=threads, max_batch=batch_size, max_pixels=max_pixels
         ) as pipeline:
+            if not quiet:
+                sys.stderr.write(f"note: {running_on(pipeline)}\n")
             progress = Progress(len(jobs), not quiet and len(jobs) > 1)
             failures = _run_jobs(pipeline, jobs, options, progress)
         if failures:
@@ -215,6 +217,14 @@ def build_cli():
     _add_serve(cli, click)
     _add_quality(cli, click)
     return cli
+
+
+def running_on(pipeline: Pipeline) -> str:
+    engine = pipeline.backend.engine_threads
+    return (
+        f"running on {pipeline.backend.name} with {engine or 'its default'} engine threads and "
+        f"{pipeline.threads} threads for the CPU stages"
+    )
 
 
 def _check_mask_options(mask_only: bool, background, refine: bool, fmt: str | None = None) -> None:

@@ -94,20 +94,13 @@ class Remover:
         return [self.load(im) for im in images]
 
     def probabilities(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
-        """Network-resolution (H, W) probability maps, batched up to the backend's limit."""
-        out: list[np.ndarray] = []
-        step = max(1, self.backend.max_batch)
-        for start in range(0, len(images), step):
-            batch = np.stack(
-                [
-                    preprocess(im, self.spec.size, self.spec.mean, self.spec.std)
-                    for im in images[start : start + step]
-                ]
-            )
-            with self._lock:
-                prob = self.backend.run(batch)
-            out.extend(prob[:, 0])
-        return out
+        """Network-resolution (H, W) probability maps; the backend splits what exceeds its max batch."""
+        if not images:
+            return []
+        batch = np.stack([preprocess(im, self.spec.size, self.spec.mean, self.spec.std) for im in images])
+        with self._lock:
+            prob = self.backend.run(batch)
+        return list(prob[:, 0])
 
     def predict_mask(self, image: ImageInput) -> np.ndarray:
         """float32 (H, W) alpha in [0, 1] at the image's size."""

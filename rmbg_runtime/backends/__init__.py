@@ -60,6 +60,7 @@ class BackendConfig:
 class Backend(Protocol):
     name: str
     max_batch: int
+    engine_threads: int | None  # intra-op threads the engine runs with, read back; None: its own choice
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 

@@ -94,6 +94,8 @@ class OnnxRuntimeBackend(ClosingBackend):
         self.name = f"onnxruntime-{device} ({precision} graph)"
         self.max_batch = spec.max_batch
         self.input_name, self.output_name = spec.input_name, spec.output_name
+        threads = self.session.get_session_options().intra_op_num_threads
+        self.engine_threads = threads or None  # 0: ONNX Runtime's default, one per core
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         if self.session is None:
@@ -118,7 +120,7 @@ def _session(ort, path, device: str, device_id: int, threads: int | None, arena:
     if device == "cuda":
         preload_cuda_libraries(ort)
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # a failed run is reported by run() in one sentence, not logged
     options.enable_cpu_mem_arena = arena
     if threads:
         options.intra_op_num_threads = threads

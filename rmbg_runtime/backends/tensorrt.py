@@ -93,6 +93,7 @@ class TensorRTBackend(ClosingBackend):
         self.name = f"tensorrt ({record.precision}, {current['gpu_name']})"
         self.input_name, self.output_name = spec.input_name, spec.output_name
         self.max_batch = record.max_batch
+        self.engine_threads: int | None = None  # TensorRT runs on the GPU; no intra-op threads to set
         self.image_shape = (3, spec.height, spec.width)
         self.mask_shape = (1, spec.height, spec.width)
         self._buffers: DeviceBuffers | None = None

@@ -441,6 +441,7 @@ def public_model_info(state: ServerState) -> dict:
         "batch": {"min": spec.min_batch, "max": spec.max_batch},
         "backend": state.pipeline.backend.name,
         "max_batch": state.pipeline.max_batch,
+        "threads": {"cpu_stages": state.pipeline.threads, "engine": state.pipeline.backend.engine_threads},
         "max_delay_ms": state.settings.max_delay_ms,
         "max_queue": state.settings.max_queue,
         "versions": {name: v for name, v in raw.get("tools", {}).items() if isinstance(v, str)},
