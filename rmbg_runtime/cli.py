@@ -169,6 +169,7 @@ def build_cli():
         help="zlib level for PNG output: 1 is fast, 9 is small.",
     )
     @click.option("--quiet", is_flag=True, help="No progress line and no notes; errors only.")
+    @click.option("-v", "--verbose", is_flag=True, help="Say which backend runs, with how many threads.")
     def remove(
         inputs,
         model_dir,
@@ -188,6 +189,7 @@ def build_cli():
         threads,
         png_compress_level,
         quiet,
+        verbose,
     ) -> None:
         """Remove the background of INPUTS (files, folders, globs, or - for standard input)."""
         plan = plan_jobs(list(inputs), output, fmt, keep_suffix)
@@ -206,7 +208,7 @@ def build_cli():
         with Pipeline.open(
             model_dir, config, threads=threads, max_batch=batch_size, max_pixels=max_pixels
         ) as pipeline:
-            if not quiet:
+            if verbose:
                 sys.stderr.write(f"note: {running_on(pipeline)}\n")
             progress = Progress(len(jobs), not quiet and len(jobs) > 1)
             failures = _run_jobs(pipeline, jobs, options, progress)
