@@ -13,7 +13,8 @@ from .errors import BackendError, RmbgError, UsageError
 from .files import is_complete_image, write_atomically
 from .images import DEFAULT_MAX_PIXELS
 from .jobs import Job, plan_jobs
-from .pipeline import DEFAULT_PNG_COMPRESS_LEVEL, FORMATS, OutputOptions, Pipeline
+from .stages import DEFAULT_PNG_COMPRESS_LEVEL, FORMATS, OutputOptions
+from .threaded import Pipeline
 
 PLAIN_LINE_EVERY_S = 10.0  # progress lines when stderr is a file or pipe, not a terminal
 
@@ -98,7 +99,7 @@ def build_cli():
         """--background checked as the command line is read, so a typo is a usage error (exit 2)."""
         if value is None:
             return None
-        from .remover import parse_color
+        from .stages import parse_color
 
         try:
             return parse_color(value)

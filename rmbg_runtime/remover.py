@@ -7,37 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageColor
+from PIL import Image
 
 from .backends import Backend, BackendConfig, open_backend
 from .errors import RmbgError
-from .images import DEFAULT_MAX_PIXELS, IMAGE_INPUT_TYPES, ImageInput, load_image
+from .images import DEFAULT_MAX_PIXELS, IMAGE_INPUT_TYPES, ImageInput
 from .metadata import read_model_spec
-from .pipeline import OutputOptions, render
-from .processing import postprocess, preprocess, resize_probability
-
-
-def parse_color(color: str | Sequence[int]) -> tuple[int, ...]:
-    """(r, g, b) for an opaque colour, (r, g, b, a) for a translucent one (a < 255): a name,
-    #rgb, #rrggbb, #rrggbbaa, or three or four values in 0-255."""
-    if isinstance(color, str):
-        try:
-            rgba = ImageColor.getcolor(color, "RGBA")
-        except ValueError:
-            raise RmbgError(
-                f"background colour {color!r} is not a colour name, #rrggbb or #rrggbbaa."
-            ) from None
-    else:
-        try:
-            values = tuple(int(c) for c in color)
-        except (TypeError, ValueError):
-            values = ()
-        if len(values) not in (3, 4) or not all(0 <= c <= 255 for c in values):
-            raise RmbgError(
-                f"background colour {color!r} must be three or four values in 0-255 (r, g, b[, a])."
-            )
-        rgba = (*values, 255)[:4]
-    return tuple(rgba[:3]) if rgba[3] == 255 else tuple(rgba)
+from .processing import resize_probability
+from .stages import OutputOptions, decode, parse_color, postprocess, preprocess, render
 
 
 class Remover:
@@ -86,7 +63,7 @@ class Remover:
         return self.backend.name
 
     def load(self, image: ImageInput) -> Image.Image:
-        return load_image(image, max_pixels=self.max_pixels)
+        return decode(image, self.max_pixels)
 
     def _load_all(self, images: Sequence[ImageInput], method: str, single: str) -> list[Image.Image]:
         if isinstance(images, IMAGE_INPUT_TYPES):  # a str is a sequence too: of characters
@@ -97,7 +74,7 @@ class Remover:
         """Network-resolution (H, W) probability maps; the backend splits what exceeds its max batch."""
         if not images:
             return []
-        batch = np.stack([preprocess(im, self.spec.size, self.spec.mean, self.spec.std) for im in images])
+        batch = np.stack([preprocess(im, self.spec) for im in images])
         with self._lock:
             prob = self.backend.run(batch)
         return list(prob[:, 0])

@@ -12,8 +12,8 @@ import pytest
 
 from rmbg_runtime import Remover
 from rmbg_runtime.backends import BackendConfig
-from rmbg_runtime.pipeline import Pipeline
 from rmbg_runtime.server.settings import ServerSettings
+from rmbg_runtime.threaded import Pipeline
 from rmbg_runtime.triton.models import backend_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

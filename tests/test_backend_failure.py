@@ -18,7 +18,8 @@ from test_server import REPO_ROOT, Server
 from rmbg_runtime import Remover
 from rmbg_runtime.backends import BackendConfig
 from rmbg_runtime.errors import BackendError
-from rmbg_runtime.pipeline import OutputOptions, Pipeline
+from rmbg_runtime.stages import OutputOptions
+from rmbg_runtime.threaded import Pipeline
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ from test_contract import v1, write
 from rmbg_runtime.batching import Batcher, BatchObserver, QueueFull
 from rmbg_runtime.errors import BackendError, ImageError, RmbgError
 from rmbg_runtime.metadata import read_model_spec
-from rmbg_runtime.pipeline import OutputOptions, Pipeline
+from rmbg_runtime.stages import OutputOptions
+from rmbg_runtime.threaded import Pipeline
 
 SHAPE = (3, 8, 8)
 

@@ -26,8 +26,8 @@ from starlette.requests import ClientDisconnect
 
 from ..batching import QueueFull
 from ..errors import BackendError, ImageError, RmbgError
-from ..pipeline import Abandoned, OutputOptions, Prepared, Result
-from ..remover import parse_color
+from ..stages import OutputOptions, parse_color
+from ..threaded import Abandoned, Prepared, Result
 from .auth import ApiKeyGuard, ApiKeys
 from .limits import BodyDeadline, BodyLimit, BodyTooLarge, BodyTooSlow, too_large_message
 from .metrics import CountRequests

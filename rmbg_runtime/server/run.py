@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..backends import Backend, open_backend
 from ..metadata import read_model_spec
-from ..pipeline import Pipeline
+from ..threaded import Pipeline
 from .settings import ServerSettings
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..backends import BackendConfig
 from ..images import DEFAULT_MAX_PIXELS
-from ..pipeline import DEFAULT_PNG_COMPRESS_LEVEL
+from ..stages import DEFAULT_PNG_COMPRESS_LEVEL
 
 
 @dataclass(frozen=True)

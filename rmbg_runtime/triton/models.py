@@ -15,10 +15,17 @@ from PIL import Image
 
 from ..backends import BackendConfig, open_backend
 from ..errors import RmbgError
-from ..images import DEFAULT_MAX_PIXELS, load_image
+from ..images import DEFAULT_MAX_PIXELS
 from ..metadata import read_model_spec
-from ..pipeline import DEFAULT_PNG_COMPRESS_LEVEL, encode
-from ..processing import cut_out, postprocess, preprocess
+from ..stages import (
+    DEFAULT_PNG_COMPRESS_LEVEL,
+    OutputOptions,
+    decode,
+    encode,
+    postprocess,
+    preprocess,
+    render,
+)
 from . import CUTOUT, ENSEMBLE_INPUT, MASK, PIXELS, PROBABILITY, RGB
 
 
@@ -83,8 +90,8 @@ class Preprocess(_Model):
 
     def answer(self, request) -> list:
         data = single(self.input(request, ENSEMBLE_INPUT), ENSEMBLE_INPUT).reshape(-1)[0]
-        image = load_image(bytes(data), max_pixels=self.max_pixels)
-        pixels = preprocess(image, self.spec.size, self.spec.mean, self.spec.std)
+        image = decode(bytes(data), self.max_pixels)
+        pixels = preprocess(image, self.spec)
         return [self.pb.Tensor(PIXELS, pixels[None]), self.pb.Tensor(RGB, np.asarray(image)[None])]
 
 
@@ -127,6 +134,9 @@ class Network(_Model):
         self.backend.close()
 
 
+CUTOUT_OPTIONS = OutputOptions()  # the ensemble's output: the RGBA cut-out
+
+
 class Postprocess(_Model):
     """Probability + RGB image -> the 8-bit mask at the image's size and the RGBA cut-out PNG."""
 
@@ -138,7 +148,7 @@ class Postprocess(_Model):
         rgb = single(self.input(request, RGB), RGB)
         image = Image.fromarray(rgb, "RGB")
         alpha = postprocess(prob, image.size)
-        cutout = encode(cut_out(image, alpha), "png", self.png_level)
+        cutout = encode(render(image, alpha, CUTOUT_OPTIONS), "png", self.png_level)
         return [
             self.pb.Tensor(MASK, alpha[None]),
             self.pb.Tensor(CUTOUT, np.array([[cutout]], dtype=np.object_)),

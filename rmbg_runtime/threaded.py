@@ -1,4 +1,4 @@
-"""The staged pipeline shared by `rmbg remove` and `rmbg serve`.
+"""The threaded pipeline shared by `rmbg remove` and `rmbg serve`: the image stages of stages.py,
 
     decode -> preprocess -> [batched inference] -> postprocess -> render + encode
 
@@ -9,7 +9,6 @@ With images in flight in every stage, throughput is set by the slowest stage, no
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 import time
@@ -26,25 +25,13 @@ from PIL import Image
 from .backends import Backend, BackendConfig, open_backend
 from .batching import Batcher, BatchObserver, BatchResult
 from .errors import BackendError, RmbgError
-from .images import DEFAULT_MAX_PIXELS, ImageInput, load_image
+from .images import DEFAULT_MAX_PIXELS, ImageInput
 from .metadata import ModelSpec, read_model_spec
-from .processing import composite, cut_out, postprocess, preprocess
-from .refine import refine_foreground
+from .stages import OutputOptions, decode, encode, postprocess, preprocess, render
 
-FORMATS = ("png", "webp")
 STAGES = ("queue", "decode", "preprocess", "inference", "postprocess", "encode")
-DEFAULT_PNG_COMPRESS_LEVEL = 1  # zlib level 1: ~3-6x faster than 6 on photos for ~10% more bytes
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class OutputOptions:
-    mask_only: bool = False
-    background: tuple[int, ...] | None = None  # RGB, or RGBA (see on_background)
-    fmt: str = "png"
-    png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL
-    refine: bool = False  # estimate foreground colours at soft edges (refine.py)
 
 
 @dataclass
@@ -53,39 +40,6 @@ class Result:
     size: tuple[int, int]  # the input image's (width, height)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     batch_size: int = 1
-
-
-def render(image: Image.Image, alpha: np.ndarray, options: OutputOptions) -> Image.Image:
-    if options.mask_only:
-        return Image.fromarray(alpha, "L")
-    if options.refine:
-        image = refine_foreground(image, alpha)
-    if options.background is None:
-        return cut_out(image, alpha)
-    return on_background(image, alpha, options.background)
-
-
-def on_background(image: Image.Image, alpha: np.ndarray, color: tuple[int, ...]) -> Image.Image:
-    """The cut-out over a colour (r, g, b) or (r, g, b, a), the one rule for the API, the CLI and
-    the server: a translucent colour (a < 255) gives RGBA, the cut-out over it by Porter-Duff
-    "over" (Pillow's alpha_composite, as rembg's `bgc`); an opaque one gives RGB."""
-    if len(color) == 4 and color[3] < 255:
-        return Image.alpha_composite(Image.new("RGBA", image.size, tuple(color)), cut_out(image, alpha))
-    return composite(image, alpha, tuple(color[:3]))
-
-
-def encode(image: Image.Image, fmt: str, png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL) -> bytes:
-    buffer = io.BytesIO()
-    if fmt == "webp":
-        # exact: keep colours under alpha 0. method 0 / quality 0 is libwebp's fastest lossless
-        # effort: 16x faster than Pillow's default (method 4, quality 80) on a 12 MP cut-out for
-        # 6% more bytes (benchmarks/cpu_stages.py).
-        image.save(buffer, "WEBP", lossless=True, exact=True, method=0, quality=0)
-    elif fmt == "png":
-        image.save(buffer, "PNG", optimize=False, compress_level=png_compress_level)
-    else:
-        raise RmbgError(f"output format {fmt!r} is unknown; use one of {', '.join(FORMATS)}.")
-    return buffer.getvalue()
 
 
 class _Timer:
@@ -180,9 +134,9 @@ class Pipeline:
         """`abandoned`: set when nobody waits for the image any more; the next stage is then skipped."""
         timings: dict[str, float] = {}
         timed = _Timer(timings)
-        image = timed("decode", lambda: load_image(source, max_pixels=self.max_pixels))
+        image = timed("decode", lambda: decode(source, self.max_pixels))
         _stop_if(abandoned, "preprocess")
-        tensor = timed("preprocess", lambda: preprocess(image, self.spec.size, self.spec.mean, self.spec.std))
+        tensor = timed("preprocess", lambda: preprocess(image, self.spec))
         return Prepared(image, tensor, timings)
 
     def finish(
