@@ -145,7 +145,7 @@ def parse_resolution(_ctx, _param, value: str) -> tuple[int, int]:
 )
 def export(source: str, output: Path, resolution: tuple[int, int], **kw) -> None:
     """Export SOURCE to ONNX (and a TensorRT engine unless --onnx-only)."""
-    from .pipeline import ExportOptions, run_export
+    from .export_run import ExportOptions, run_export
 
     engine = EngineOptions(**{f.name: kw.pop(f.name) for f in dataclasses.fields(EngineOptions)})
     options = ExportOptions(

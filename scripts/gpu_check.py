@@ -41,7 +41,7 @@ def fixture_checkpoint(backbone: str, folder: Path) -> Path:
 
 
 def export(checkpoint: Path, out: Path, precision: str, args) -> dict:
-    from rmbg_export.pipeline import EngineOptions, ExportOptions, run_export
+    from rmbg_export.export_run import EngineOptions, ExportOptions, run_export
 
     options = ExportOptions(
         source=str(checkpoint),

@@ -21,7 +21,7 @@ from ..contract import EngineRecord, ModelSpec
 from ..errors import BackendError, BackendUnavailable, ModelError, RmbgError
 from ..metadata import verify_file
 from . import BackendConfig, ClosingBackend, run_in_slices
-from .cuda import DeviceBuffers, check, import_cudart
+from .cuda import DeviceBuffers, check, gpu_name, import_cudart
 
 REBUILD = "rebuild it on this machine with `rmbg-export SOURCE --output DIR`"
 INSTALL = (
@@ -110,8 +110,7 @@ class TensorRTBackend(ClosingBackend):
     @staticmethod
     def device_facts(cudart, device_id: int) -> dict:
         props = check(cudart.cudaGetDeviceProperties(device_id), "cudaGetDeviceProperties")
-        name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-        return {"gpu_name": name.rstrip("\x00"), "compute_capability": f"{props.major}.{props.minor}"}
+        return {"gpu_name": gpu_name(props), "compute_capability": f"{props.major}.{props.minor}"}
 
     def _load(self, trt, cudart, path, record: EngineRecord) -> None:
         logger = tensorrt_logger(trt)
