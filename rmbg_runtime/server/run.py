@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .metrics import Metrics
 
 # On CPUs batching buys no throughput (ONNX Runtime already spreads one image over every core) and
-# costs memory: max batch 1 and no ONNX Runtime memory arena, measured in the README (Benchmarks).
+# costs memory: max batch 1 and no ONNX Runtime memory arena, measured in docs/benchmarks.md.
 CPU_MAX_BATCH = 1
 
 log = logging.getLogger("rmbg.serve")
