@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 from .backends import BACKENDS, PRECISIONS, BackendConfig
@@ -13,56 +12,9 @@ from .errors import BackendError, RmbgError, UsageError
 from .files import is_complete_image, write_atomically
 from .images import DEFAULT_MAX_PIXELS
 from .jobs import Job, plan_jobs
+from .progress import ProgressLine
 from .stages import DEFAULT_PNG_COMPRESS_LEVEL, FORMATS, OutputOptions
 from .threaded import Pipeline
-
-PLAIN_LINE_EVERY_S = 10.0  # progress lines when stderr is a file or pipe, not a terminal
-
-
-class Progress:
-    """Done/total, files per second and failures on stderr: one line redrawn with \\r on a terminal,
-    a plain line every PLAIN_LINE_EVERY_S seconds (and at the end) elsewhere. Errors go through
-    `error` so that they never land in the middle of the status line."""
-
-    def __init__(self, total: int, enabled: bool, stream=None) -> None:
-        self.total, self.done, self.failed = total, 0, 0
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.interactive = enabled and self.stream.isatty()
-        self.line_open = False  # a \r line is on screen without its newline
-        self.start = self.last_plain = time.perf_counter()
-
-    def update(self, count: int, failed: int = 0) -> None:
-        self.done += count
-        self.failed += failed
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        rate = self.done / max(now - self.start, 1e-9)
-        left = (self.total - self.done) / rate if rate else 0
-        line = (
-            f"{self.done}/{self.total} images, {rate:.2f} img/s, {self.failed} failed, "
-            f"about {left:.0f} s left"
-        )
-        if self.interactive:
-            self.stream.write(f"\r{line} ")
-            self.line_open = True
-        elif self.done == self.total or now - self.last_plain >= PLAIN_LINE_EVERY_S:
-            self.stream.write(f"{line}\n")
-            self.last_plain = now
-        self.stream.flush()
-
-    def error(self, message: str) -> None:
-        if self.line_open:
-            self.stream.write("\n")
-            self.line_open = False
-        self.stream.write(f"error: {message}\n")
-        self.stream.flush()
-
-    def finish(self) -> None:
-        if self.line_open:
-            self.stream.write("\n")
-            self.line_open = False
 
 
 def _engine_options(click):
@@ -211,7 +163,7 @@ def build_cli():
         ) as pipeline:
             if verbose:
                 sys.stderr.write(f"note: {running_on(pipeline)}\n")
-            progress = Progress(len(jobs), not quiet and len(jobs) > 1)
+            progress = ProgressLine(len(jobs), enabled=not quiet and len(jobs) > 1)
             failures = _run_jobs(pipeline, jobs, options, progress)
         if failures:
             click.echo(f"{failures} of {len(jobs)} images failed.", err=True)
@@ -274,7 +226,7 @@ def _write_stdout(data: bytes) -> None:
         ) from None
 
 
-def _run_jobs(pipeline, jobs: list[Job], options: OutputOptions, progress: Progress) -> int:
+def _run_jobs(pipeline, jobs: list[Job], options: OutputOptions, progress: ProgressLine) -> int:
     """Every job through the staged pipeline; outputs are written here, in the main thread, so an
     interrupt always unwinds through the write that removes its partial file. Returns failures."""
     sources = (sys.stdin.buffer.read() if job.source is None else job.source for job in jobs)
@@ -400,21 +352,6 @@ def _serve_access_options(click, defaults):
     return decorate
 
 
-def _progress_line(done: int, total: int) -> None:
-    """eval/compare progress: rewritten in place on a terminal; in a log, a line per tenth."""
-    if sys.stderr.isatty():
-        sys.stderr.write(f"\r{done}/{total} images" + ("\n" if done == total else ""))
-    elif done == total or done % max(1, total // 10) == 0:
-        sys.stderr.write(f"{done}/{total} images\n")
-    sys.stderr.flush()
-
-
-def _error_line(message: str) -> None:
-    """One line per failed image, never glued to an unfinished progress line."""
-    sys.stderr.write(("\n" if sys.stderr.isatty() else "") + f"error: {message}\n")
-    sys.stderr.flush()
-
-
 def _exit_if_failed(summary: dict) -> None:
     if summary["failed"]:
         sys.stderr.write(f"{summary['failed']} of {summary['failed'] + summary['images']} images failed.\n")
@@ -465,6 +402,7 @@ def _add_quality(cli, click) -> None:
         _exit_if_failed(summary)
 
     def _evaluate(run, remover, images, masks, out, worst, hce, save_masks) -> dict:
+        line = ProgressLine(rates=False)
         return run.run_eval(
             remover,
             images,
@@ -473,8 +411,8 @@ def _add_quality(cli, click) -> None:
             worst=worst,
             hce=hce,
             save_masks=save_masks,
-            progress=_progress_line,
-            on_error=_error_line,
+            progress=line.report,
+            on_error=line.error,
         )
 
     @cli.command()
@@ -498,12 +436,13 @@ def _add_quality(cli, click) -> None:
         from .remover import Remover
 
         run = _import_evaluation()
+        line = ProgressLine(rates=False)
         with (
             Remover(dir_a, BackendConfig(backend_a, device_id, engine_threads, precision_a)) as a,
             Remover(dir_b, BackendConfig(backend_b, device_id, engine_threads, precision_b)) as b,
         ):
             summary = run.run_compare(
-                a, b, images, out, worst=worst, progress=_progress_line, on_error=_error_line
+                a, b, images, out, worst=worst, progress=line.report, on_error=line.error
             )
         s = summary
         click.echo(
