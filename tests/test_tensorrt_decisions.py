@@ -28,9 +28,9 @@ from rmbg_export.tensorrt.plan import (
 )
 from rmbg_export.tensorrt.preflight import check_graph, needs_plugins, require_supported
 from rmbg_runtime import BackendUnavailable, ModelError, Remover, RmbgError
+from rmbg_runtime.backends import batch_slices
 from rmbg_runtime.backends.tensorrt import (
     TensorRTBackend,
-    batch_slices,
     check_output_shape,
     engine_mismatches,
     refusal_sentence,

@@ -79,10 +79,14 @@ class ServerState:
         self._probing = False
 
     def warm_up(self) -> None:
-        """One inference before /readyz says yes: the first call builds kernels and arenas."""
+        """One inference before /readyz says yes: the first call builds kernels and arenas. A
+        backend that fails it is treated as any backend failure (not ready, probed until it works)."""
         try:
             self.pipeline.warm_up()
             self.ready.set()
+        except BackendError as err:
+            log.error("the warm-up inference failed: %s", err)
+            self.on_backend_failure(err)
         except Exception as err:  # noqa: BLE001 - reported by /readyz, the process stays up
             self.not_ready_reason = f"warm-up inference failed: {err}"
 
@@ -112,7 +116,8 @@ class ServerState:
             log.info("the backend works again; ready")
             return
 
-    def at_capacity(self) -> HttpError | None:
+    def refusal(self) -> HttpError | None:
+        """Why a new image request is refused before its body is read (503), or None."""
         if self.backend_failed is not None:
             return HttpError(503, f"{self.backend_failed}; retry later.", {"Retry-After": str(RETRY_AFTER_S)})
         if self.in_flight < self.admit_limit:
@@ -248,7 +253,7 @@ async def handle(state: ServerState, request: Request, endpoint: str, parse) -> 
     """Admission, body, pipeline, timeout and error mapping shared by the image endpoints.
 
     `parse(fields) -> OutputOptions` turns query and form fields into output options."""
-    refusal = state.at_capacity()  # refused before reading a byte of the body
+    refusal = state.refusal()  # refused before reading a byte of the body
     if refusal is not None:
         return error_response(refusal)
     try:
@@ -256,7 +261,7 @@ async def handle(state: ServerState, request: Request, endpoint: str, parse) -> 
         options = parse(fields)
     except Exception as err:  # noqa: BLE001 - each mapped to its status below
         return error_response(body_error(err, endpoint))
-    refusal = state.at_capacity()  # bodies read meanwhile may have filled it
+    refusal = state.refusal()  # bodies read meanwhile may have filled it
     if refusal is not None:
         return error_response(refusal)
     state.in_flight += 1
