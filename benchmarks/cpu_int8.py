@@ -44,7 +44,7 @@ def child(args) -> None:
 def export(backbone: str, folder: Path, args) -> Path:
     from gpu_check import fixture_checkpoint
 
-    from rmbg_export.pipeline import ExportOptions, run_export
+    from rmbg_export.export_run import ExportOptions, run_export
 
     source = args.checkpoint or str(fixture_checkpoint(backbone, folder))
     out = folder / f"{backbone}_{args.resolution}_{args.deform_conv}"
@@ -60,7 +60,8 @@ def export(backbone: str, folder: Path, args) -> Path:
 def accuracy(folder: Path, resolution: int) -> dict:
     import numpy as np
 
-    from rmbg_export.onnx.verify import mask_agreement, run_graph, synthetic_images
+    from rmbg_export.onnx.verify import run_graph, synthetic_images
+    from rmbg_runtime.masks import mask_agreement
 
     inputs = [synthetic_images(1, resolution, resolution, seed=s) for s in (11, 12)]
     fp32 = np.concatenate(run_graph(folder / "model.onnx", inputs))

@@ -20,7 +20,7 @@ from common import machine, markdown_table, summarize
 from latency import synthetic_photo_bytes
 
 from rmbg_runtime import load_image, postprocess, preprocess
-from rmbg_runtime.pipeline import OutputOptions, encode, render
+from rmbg_runtime.stages import OutputOptions, encode, render
 
 
 def timed(fn, runs: int) -> tuple[dict, object]:

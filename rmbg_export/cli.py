@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from rmbg_runtime.contract import EXPORT_PRECISIONS
+from rmbg_runtime.contract import EXPORT_PRECISIONS, GRAPH_PRECISIONS
 from rmbg_runtime.errors import RmbgError
 
 from .architecture import BACKBONES, DEFORM_CONV_MODES, PATCH_ORDERS
@@ -145,7 +145,7 @@ def parse_resolution(_ctx, _param, value: str) -> tuple[int, int]:
 )
 def export(source: str, output: Path, resolution: tuple[int, int], **kw) -> None:
     """Export SOURCE to ONNX (and a TensorRT engine unless --onnx-only)."""
-    from .pipeline import ExportOptions, run_export
+    from .export_run import ExportOptions, run_export
 
     engine = EngineOptions(**{f.name: kw.pop(f.name) for f in dataclasses.fields(EngineOptions)})
     options = ExportOptions(
@@ -212,7 +212,17 @@ def preflight(folder: Path, version: str, precision: str, weak_typing: bool) -> 
 @click.option("--pre-post-instances", default=2, show_default=True, help="CPU instances of pre and post.")
 @click.option("--max-queue-delay-us", default=5000, show_default=True, help="Dynamic batcher's wait.")
 @click.option("--preferred-batch", type=int, multiple=True, help="Preferred batch size (repeatable).")
-@click.option("--threads", type=int, default=None, help="Intra-op threads per CPU network instance.")
+@click.option(
+    "--engine-threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="The engine's intra-op threads per CPU network instance (ONNX Runtime) [every core].",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(GRAPH_PRECISIONS),
+    help="ONNX graph the python network runs in ONNX Runtime [CPU: int8 if exported, else fp32].",
+)
 @click.option("--ort-tensorrt", is_flag=True, help="ORT backend: TensorRT accelerator, fp16, cached.")
 @click.option("--ort-tensorrt-cache", default="/tmp/rmbg-ort-trt-cache", show_default=True)
 @click.option("--max-pixels", type=int, default=None, help="Largest decoded image (default: the runtime's).")

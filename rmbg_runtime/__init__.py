@@ -4,7 +4,8 @@ from rmbg_runtime import Remover
 cutout = Remover("out/birefnet").remove_background("photo.jpg")
 """
 
-from .errors import BackendUnavailable, ImageError, ModelError, RmbgError
+from .backends import BackendConfig
+from .errors import BackendError, BackendUnavailable, ImageError, ModelError, RmbgError
 from .images import DEFAULT_MAX_PIXELS, load_image
 from .metadata import ModelSpec, read_model_spec
 from .processing import postprocess, preprocess
@@ -12,6 +13,8 @@ from .remover import Remover
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "BackendConfig",
+    "BackendError",
     "BackendUnavailable",
     "ImageError",
     "ModelError",

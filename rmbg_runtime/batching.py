@@ -17,11 +17,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import RmbgError
+from .errors import BackendError, RmbgError
 
 
 class QueueFull(RmbgError):
     """More images are waiting than the batcher admits."""
+
+
+def as_backend_error(err: BaseException) -> BaseException:
+    """What a failed backend call means to its callers: the images were checked before they were
+    queued, so whatever `run` raises is the backend's failure, not theirs (interrupts pass as they are)."""
+    if isinstance(err, BackendError) or not isinstance(err, Exception):
+        return err
+    if isinstance(err, RmbgError):
+        return BackendError(str(err))
+    detail = str(err).splitlines()[0][:200] if str(err) else ""
+    return BackendError(
+        f"inference failed ({type(err).__name__}{': ' + detail if detail else ''}); check the device and "
+        "its free memory, then restart."
+    )
 
 
 @dataclass
@@ -70,6 +84,11 @@ class Batcher:
         self._worker = threading.Thread(target=self._loop, name="rmbg-inference", daemon=True)
         self._worker.start()
 
+    @property
+    def capacity(self) -> int:
+        """Images admitted at once: the batch being gathered plus `max_queue` waiting behind it."""
+        return self.max_queue + self.max_batch
+
     def submit(self, tensor: np.ndarray) -> Future:
         """Queue one (3, H, W) image; raises QueueFull when `max_queue` images wait beyond the batch
         being gathered."""
@@ -77,7 +96,7 @@ class Batcher:
         with self._wake:
             if self._closed:
                 raise RmbgError("the inference worker has stopped; no new images are accepted.")
-            if len(self._queue) >= self.max_queue + self.max_batch:
+            if len(self._queue) >= self.capacity:
                 waiting = len(self._queue)
                 raise QueueFull(f"{waiting} images are already waiting (--max-queue {self.max_queue}).")
             self._queue.append(_Item(tensor, future))
@@ -85,10 +104,13 @@ class Batcher:
             self._wake.notify()
         return future
 
-    def close(self, timeout: float | None = None) -> None:
-        """Finish what is queued, then stop the worker."""
+    def close(self, timeout: float | None = None, *, cancel_queued: bool = False) -> None:
+        """Finish what is queued (or cancel it: `cancel_queued`), then stop the worker."""
         with self._wake:
             self._closed = True
+            if cancel_queued:
+                for item in self._queue:
+                    item.future.cancel()
             self._wake.notify()
         self._worker.join(timeout)
 
@@ -121,8 +143,9 @@ class Batcher:
         try:
             probs = self._run(np.stack([item.tensor for item in batch]))
         except BaseException as err:  # noqa: BLE001 - every waiting caller must hear of it
+            failure = as_backend_error(err)
             for item in batch:
-                item.future.set_exception(err)
+                item.future.set_exception(failure)
             return
         seconds = time.perf_counter() - start
         self._observer.on_batch(len(batch), seconds)

@@ -5,64 +5,34 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 import warnings
 from pathlib import Path
 
-from .backends import BACKENDS, PRECISIONS
-from .errors import RmbgError, UsageError
+from .backends import BACKENDS, PRECISIONS, BackendConfig
+from .errors import BackendError, RmbgError, UsageError
 from .files import is_complete_image, write_atomically
 from .images import DEFAULT_MAX_PIXELS
 from .jobs import Job, plan_jobs
-from .pipeline import DEFAULT_PNG_COMPRESS_LEVEL, FORMATS, OutputOptions, Pipeline
+from .progress import ProgressLine
+from .stages import DEFAULT_PNG_COMPRESS_LEVEL, FORMATS, OutputOptions
+from .threaded import Pipeline
 
-PLAIN_LINE_EVERY_S = 10.0  # progress lines when stderr is a file or pipe, not a terminal
 
+def _engine_options(click):
+    """--device-id and --engine-threads: the same two options on every command that opens a backend."""
+    device = click.option("--device-id", type=click.IntRange(min=0), default=0, show_default=True,
+                          help="GPU to run on (TensorRT, ONNX Runtime CUDA).")  # fmt: skip
+    threads = click.option(
+        "--engine-threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help="The engine's intra-op threads (ONNX Runtime) [every core]; not the CPU stages (--threads).",
+    )
 
-class Progress:
-    """Done/total, files per second and failures on stderr: one line redrawn with \\r on a terminal,
-    a plain line every PLAIN_LINE_EVERY_S seconds (and at the end) elsewhere. Errors go through
-    `error` so that they never land in the middle of the status line."""
+    def decorate(command):
+        return device(threads(command))
 
-    def __init__(self, total: int, enabled: bool, stream=None) -> None:
-        self.total, self.done, self.failed = total, 0, 0
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.interactive = enabled and self.stream.isatty()
-        self.line_open = False  # a \r line is on screen without its newline
-        self.start = self.last_plain = time.perf_counter()
-
-    def update(self, count: int, failed: int = 0) -> None:
-        self.done += count
-        self.failed += failed
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        rate = self.done / max(now - self.start, 1e-9)
-        left = (self.total - self.done) / rate if rate else 0
-        line = (
-            f"{self.done}/{self.total} images, {rate:.2f} img/s, {self.failed} failed, "
-            f"about {left:.0f} s left"
-        )
-        if self.interactive:
-            self.stream.write(f"\r{line} ")
-            self.line_open = True
-        elif self.done == self.total or now - self.last_plain >= PLAIN_LINE_EVERY_S:
-            self.stream.write(f"{line}\n")
-            self.last_plain = now
-        self.stream.flush()
-
-    def error(self, message: str) -> None:
-        if self.line_open:
-            self.stream.write("\n")
-            self.line_open = False
-        self.stream.write(f"error: {message}\n")
-        self.stream.flush()
-
-    def finish(self) -> None:
-        if self.line_open:
-            self.stream.write("\n")
-            self.line_open = False
+    return decorate
 
 
 def _load_click():
@@ -82,7 +52,7 @@ def build_cli():
         """--background checked as the command line is read, so a typo is a usage error (exit 2)."""
         if value is None:
             return None
-        from .remover import parse_color
+        from .stages import parse_color
 
         try:
             return parse_color(value)
@@ -125,6 +95,7 @@ def build_cli():
     @click.option("--batch-size", type=positive, default=None, help="Images per inference call [model max].")
     @click.option("--skip-existing", is_flag=True, help="Leave inputs whose output exists and is complete.")
     @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+    @_engine_options(click)
     @click.option(
         "--max-pixels",
         type=positive,
@@ -138,7 +109,12 @@ def build_cli():
         help="ONNX graph for ONNX Runtime [CPU: int8 if exported, else fp32; CUDA: the export's].",
     )
     @click.option("--refine", is_flag=True, help="Estimate foreground colours at soft edges (hair, fur).")
-    @click.option("--threads", type=positive, default=None, help="Threads for decoding and encoding.")
+    @click.option(
+        "--threads",
+        type=positive,
+        default=None,
+        help="Threads for the CPU stages (decode, pre/post-processing, encode) [min(8, cores)].",
+    )
     @click.option(
         "--png-compress-level",
         type=click.IntRange(0, 9),
@@ -147,6 +123,7 @@ def build_cli():
         help="zlib level for PNG output: 1 is fast, 9 is small.",
     )
     @click.option("--quiet", is_flag=True, help="No progress line and no notes; errors only.")
+    @click.option("-v", "--verbose", is_flag=True, help="Say which backend runs, with how many threads.")
     def remove(
         inputs,
         model_dir,
@@ -158,12 +135,15 @@ def build_cli():
         batch_size,
         skip_existing,
         backend,
+        device_id,
+        engine_threads,
         max_pixels,
         precision,
         refine,
         threads,
         png_compress_level,
         quiet,
+        verbose,
     ) -> None:
         """Remove the background of INPUTS (files, folders, globs, or - for standard input)."""
         plan = plan_jobs(list(inputs), output, fmt, keep_suffix)
@@ -178,19 +158,14 @@ def build_cli():
         if not jobs:
             return
         options = OutputOptions(mask_only, background, plan.fmt, png_compress_level, refine)
-        pipeline = Pipeline.open(
-            model_dir,
-            backend,
-            threads=threads,
-            precision=precision,
-            max_batch=batch_size,
-            max_pixels=max_pixels,
-        )
-        try:
-            progress = Progress(len(jobs), not quiet and len(jobs) > 1)
+        config = BackendConfig(backend, device_id, engine_threads, precision)
+        with Pipeline.open(
+            model_dir, config, threads=threads, max_batch=batch_size, max_pixels=max_pixels
+        ) as pipeline:
+            if verbose:
+                sys.stderr.write(f"note: {running_on(pipeline)}\n")
+            progress = ProgressLine(len(jobs), enabled=not quiet and len(jobs) > 1)
             failures = _run_jobs(pipeline, jobs, options, progress)
-        finally:
-            pipeline.close()
         if failures:
             click.echo(f"{failures} of {len(jobs)} images failed.", err=True)
             sys.exit(1)
@@ -198,6 +173,14 @@ def build_cli():
     _add_serve(cli, click)
     _add_quality(cli, click)
     return cli
+
+
+def running_on(pipeline: Pipeline) -> str:
+    engine = pipeline.backend.engine_threads
+    return (
+        f"running on {pipeline.backend.name} with {engine or 'its default'} engine threads and "
+        f"{pipeline.threads} threads for the CPU stages"
+    )
 
 
 def _check_mask_options(mask_only: bool, background, refine: bool, fmt: str | None = None) -> None:
@@ -244,12 +227,18 @@ def _write_stdout(data: bytes) -> None:
         ) from None
 
 
-def _run_jobs(pipeline, jobs: list[Job], options: OutputOptions, progress: Progress) -> int:
+def _run_jobs(pipeline, jobs: list[Job], options: OutputOptions, progress: ProgressLine) -> int:
     """Every job through the staged pipeline; outputs are written here, in the main thread, so an
     interrupt always unwinds through the write that removes its partial file. Returns failures."""
     sources = (sys.stdin.buffer.read() if job.source is None else job.source for job in jobs)
     failures = 0
-    for job, result in zip(jobs, pipeline.map(sources, options), strict=True):
+    results = pipeline.map(sources, options)
+    for job in jobs:
+        try:
+            result = next(results)
+        except BackendError as err:  # every later image would fail the same way: stop at the first
+            progress.finish()
+            raise BackendError(f"stopped after {progress.done} of {progress.total} images: {err}") from None
         failed = 0
         if isinstance(result, RmbgError):
             progress.error(str(result))
@@ -278,7 +267,7 @@ def _add_serve(cli, click) -> None:
     @click.option("--host", default=defaults.host, show_default=True, help="Address to bind.")
     @click.option("--port", type=click.IntRange(0, 65535), default=defaults.port, show_default=True)
     @click.option("--backend", default=defaults.backend, show_default=True)
-    @click.option("--device-id", type=int, default=defaults.device_id, show_default=True)
+    @_engine_options(click)
     @click.option(
         "--precision",
         type=click.Choice(PRECISIONS),
@@ -364,21 +353,6 @@ def _serve_access_options(click, defaults):
     return decorate
 
 
-def _progress_line(done: int, total: int) -> None:
-    """eval/compare progress: rewritten in place on a terminal; in a log, a line per tenth."""
-    if sys.stderr.isatty():
-        sys.stderr.write(f"\r{done}/{total} images" + ("\n" if done == total else ""))
-    elif done == total or done % max(1, total // 10) == 0:
-        sys.stderr.write(f"{done}/{total} images\n")
-    sys.stderr.flush()
-
-
-def _error_line(message: str) -> None:
-    """One line per failed image, never glued to an unfinished progress line."""
-    sys.stderr.write(("\n" if sys.stderr.isatty() else "") + f"error: {message}\n")
-    sys.stderr.flush()
-
-
 def _exit_if_failed(summary: dict) -> None:
     if summary["failed"]:
         sys.stderr.write(f"{summary['failed']} of {summary['failed'] + summary['images']} images failed.\n")
@@ -407,19 +381,30 @@ def _add_quality(cli, click) -> None:
                   show_default=True)  # fmt: skip
     @click.option("--backend", default="auto", show_default=True)
     @click.option("--precision", type=click.Choice(PRECISIONS), help="ONNX graph for ONNX Runtime.")
+    @_engine_options(click)
     @click.option(
         "--worst", type=click.IntRange(min=0), default=8, show_default=True, help="Rows in worst.png."
     )
     @click.option("--hce/--no-hce", default=True, show_default=True, help="Human correction effort (DIS).")
     @click.option("--save-masks", type=click.Path(file_okay=False, path_type=Path),
                   help="Keep predictions as SAVE_MASKS/<model>/<testset>/<name>.png (BiRefNet).")  # fmt: skip
-    def evaluate(model_dir, images, masks, out, backend, precision, worst, hce, save_masks) -> None:
+    def evaluate(
+        model_dir, images, masks, out, backend, precision, device_id, engine_threads, worst, hce, save_masks
+    ) -> None:
         """Score an export on IMAGES against ground-truth masks: maxFm, wFm, MAE, Sm, meanEm, HCE."""
         from .remover import Remover
 
         run = _import_evaluation()
-        remover = Remover(model_dir, backend, precision=precision)
-        summary = run.run_eval(
+        with Remover(model_dir, BackendConfig(backend, device_id, engine_threads, precision)) as remover:
+            summary = _evaluate(run, remover, images, masks, out, worst, hce, save_masks)
+        click.echo(f"{summary['images']} images: " + ", ".join(
+            f"{k} {summary[k]:.4f}" for k in ("maxFm", "wFm", "MAE", "Sm", "meanEm", "HCE") if k in summary
+        ) + f"; report in {out}")  # fmt: skip
+        _exit_if_failed(summary)
+
+    def _evaluate(run, remover, images, masks, out, worst, hce, save_masks) -> dict:
+        line = ProgressLine(rates=False)
+        return run.run_eval(
             remover,
             images,
             masks,
@@ -427,13 +412,9 @@ def _add_quality(cli, click) -> None:
             worst=worst,
             hce=hce,
             save_masks=save_masks,
-            progress=_progress_line,
-            on_error=_error_line,
+            progress=line.report,
+            on_error=line.error,
         )
-        click.echo(f"{summary['images']} images: " + ", ".join(
-            f"{k} {summary[k]:.4f}" for k in ("maxFm", "wFm", "MAE", "Sm", "meanEm", "HCE") if k in summary
-        ) + f"; report in {out}")  # fmt: skip
-        _exit_if_failed(summary)
 
     @cli.command()
     @click.argument("dir_a", type=folder)
@@ -447,16 +428,23 @@ def _add_quality(cli, click) -> None:
                   show_default=True)  # fmt: skip
     @click.option("--worst", type=click.IntRange(min=0), default=8, show_default=True)
     @click.option("--max-mae", type=float, help="Exit 1 when any image's mask MAE exceeds this.")
-    def compare(dir_a, dir_b, images, backend_a, backend_b, precision_a, precision_b, out, worst, max_mae):
+    @_engine_options(click)
+    def compare(
+        dir_a, dir_b, images, backend_a, backend_b, precision_a, precision_b, out, worst, max_mae,
+        device_id, engine_threads,
+    ):  # fmt: skip
         """Where two exports or backends differ on IMAGES: mask MAE, max |diff|, IoU, share > 8 levels."""
         from .remover import Remover
 
         run = _import_evaluation()
-        a = Remover(dir_a, backend_a, precision=precision_a)
-        b = Remover(dir_b, backend_b, precision=precision_b)
-        summary = run.run_compare(
-            a, b, images, out, worst=worst, progress=_progress_line, on_error=_error_line
-        )
+        line = ProgressLine(rates=False)
+        with (
+            Remover(dir_a, BackendConfig(backend_a, device_id, engine_threads, precision_a)) as a,
+            Remover(dir_b, BackendConfig(backend_b, device_id, engine_threads, precision_b)) as b,
+        ):
+            summary = run.run_compare(
+                a, b, images, out, worst=worst, progress=line.report, on_error=line.error
+            )
         s = summary
         click.echo(
             f"{s['images']} images: mean MAE {s['mean_mae']:.2e}, worst {s['worst_mae']:.2e}, max |diff| "

@@ -19,3 +19,8 @@ class BackendUnavailable(RmbgError):
 
 class UsageError(RmbgError):
     """A command line that asks for something impossible or unsafe, caught before any work (exit 2)."""
+
+
+class BackendError(RmbgError):
+    """The backend failed while running (CUDA out of memory, a TensorRT enqueue that failed, a session
+    that raised): not the image's fault, so the run stops (CLI) or the server turns not-ready."""

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside `path`, then rename; the temporary file never survives.
-    The temporary name (.NAME.partial-PID) has no image suffix, so no run takes it as an input."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+@contextlib.contextmanager
+def atomic_output(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; rename it into place only if the block succeeds, and
+    never leave the temporary file behind. Its name (.NAME.partial-PID) has no image suffix, so no
+    run takes it as an input."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(f".{final.name}.partial-{os.getpid()}")
     try:
-        partial.write_bytes(data)
-        os.replace(partial, path)
+        yield partial
+        os.replace(partial, final)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """`data` written to `path` through `atomic_output`."""
+    with atomic_output(path) as partial:
+        partial.write_bytes(data)
 
 
 def is_complete_image(path: Path) -> bool:

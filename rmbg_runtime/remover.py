@@ -7,37 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageColor
+from PIL import Image
 
-from .backends import Backend, open_backend
+from .backends import Backend, BackendConfig, open_backend
 from .errors import RmbgError
-from .images import DEFAULT_MAX_PIXELS, IMAGE_INPUT_TYPES, ImageInput, load_image
+from .images import DEFAULT_MAX_PIXELS, IMAGE_INPUT_TYPES, ImageInput
 from .metadata import read_model_spec
-from .pipeline import OutputOptions, render
-from .processing import postprocess, preprocess, resize_probability
-
-
-def parse_color(color: str | Sequence[int]) -> tuple[int, ...]:
-    """(r, g, b) for an opaque colour, (r, g, b, a) for a translucent one (a < 255): a name,
-    #rgb, #rrggbb, #rrggbbaa, or three or four values in 0-255."""
-    if isinstance(color, str):
-        try:
-            rgba = ImageColor.getcolor(color, "RGBA")
-        except ValueError:
-            raise RmbgError(
-                f"background colour {color!r} is not a colour name, #rrggbb or #rrggbbaa."
-            ) from None
-    else:
-        try:
-            values = tuple(int(c) for c in color)
-        except (TypeError, ValueError):
-            values = ()
-        if len(values) not in (3, 4) or not all(0 <= c <= 255 for c in values):
-            raise RmbgError(
-                f"background colour {color!r} must be three or four values in 0-255 (r, g, b[, a])."
-            )
-        rgba = (*values, 255)[:4]
-    return tuple(rgba[:3]) if rgba[3] == 255 else tuple(rgba)
+from .processing import resize_probability
+from .stages import OutputOptions, decode, parse_color, postprocess, preprocess, render
 
 
 class Remover:
@@ -50,36 +27,43 @@ class Remover:
     def __init__(
         self,
         model_dir: str | Path,
-        backend: str | Backend = "auto",
+        backend: str | BackendConfig | Backend = "auto",
         *,
         device_id: int = 0,
-        threads: int | None = None,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        verify_files: bool = True,
+        engine_threads: int | None = None,
         precision: str | None = None,
+        verify_files: bool = True,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        """`backend`: a name (see `rmbg_runtime.backends.BACKENDS`) or an already open backend.
+        """`backend`: a name (see `rmbg_runtime.backends.BACKENDS`) with the keyword settings, a whole
+        `BackendConfig` (the keywords are then not used), or an already open backend (then owned by
+        this Remover: `close()` closes it). `engine_threads`: ONNX Runtime's intra-op threads.
         `precision`: the ONNX graph ONNX Runtime runs (default on the CPU: int8 if exported, else fp32)."""
         self.spec = read_model_spec(model_dir)
         if isinstance(backend, str):
-            backend = open_backend(
-                self.spec,
-                backend,
-                device_id=device_id,
-                threads=threads,
-                verify_files=verify_files,
-                precision=precision,
-            )
+            backend = BackendConfig(backend, device_id, engine_threads, precision, verify_files)
+        if isinstance(backend, BackendConfig):
+            backend = open_backend(self.spec, backend)
         self.backend = backend
         self.max_pixels = max_pixels
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Release the backend's device memory and sessions."""
+        self.backend.close()
+
+    def __enter__(self) -> Remover:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     @property
     def backend_name(self) -> str:
         return self.backend.name
 
     def load(self, image: ImageInput) -> Image.Image:
-        return load_image(image, max_pixels=self.max_pixels)
+        return decode(image, self.max_pixels)
 
     def _load_all(self, images: Sequence[ImageInput], method: str, single: str) -> list[Image.Image]:
         if isinstance(images, IMAGE_INPUT_TYPES):  # a str is a sequence too: of characters
@@ -87,20 +71,13 @@ class Remover:
         return [self.load(im) for im in images]
 
     def probabilities(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
-        """Network-resolution (H, W) probability maps, batched up to the backend's limit."""
-        out: list[np.ndarray] = []
-        step = max(1, self.backend.max_batch)
-        for start in range(0, len(images), step):
-            batch = np.stack(
-                [
-                    preprocess(im, self.spec.size, self.spec.mean, self.spec.std)
-                    for im in images[start : start + step]
-                ]
-            )
-            with self._lock:
-                prob = self.backend.run(batch)
-            out.extend(prob[:, 0])
-        return out
+        """Network-resolution (H, W) probability maps; the backend splits what exceeds its max batch."""
+        if not images:
+            return []
+        batch = np.stack([preprocess(im, self.spec) for im in images])
+        with self._lock:
+            prob = self.backend.run(batch)
+        return list(prob[:, 0])
 
     def predict_mask(self, image: ImageInput) -> np.ndarray:
         """float32 (H, W) alpha in [0, 1] at the image's size."""

@@ -41,7 +41,7 @@ def fixture_checkpoint(backbone: str, folder: Path) -> Path:
 
 
 def export(checkpoint: Path, out: Path, precision: str, args) -> dict:
-    from rmbg_export.pipeline import EngineOptions, ExportOptions, run_export
+    from rmbg_export.export_run import EngineOptions, ExportOptions, run_export
 
     options = ExportOptions(
         source=str(checkpoint),
@@ -58,10 +58,10 @@ def export(checkpoint: Path, out: Path, precision: str, args) -> dict:
 
 
 def time_engine(folder: Path, batch, args) -> dict:
-    from rmbg_runtime.backends import open_backend
+    from rmbg_runtime.backends import BackendConfig, open_backend
     from rmbg_runtime.metadata import read_model_spec
 
-    backend = open_backend(read_model_spec(folder), "tensorrt")
+    backend = open_backend(read_model_spec(folder), BackendConfig("tensorrt"))
     stats = summarize(time_runs(lambda: backend.run(batch), args.runs, args.warmup))
     backend.close()
     return stats

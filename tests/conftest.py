@@ -83,7 +83,7 @@ def export_fixture_model(folder: Path, **options) -> Path:
     """Run the real export pipeline on fixture Swin-T weights; returns the model folder."""
     from safetensors.torch import save_file
 
-    from rmbg_export.pipeline import ExportOptions, run_export
+    from rmbg_export.export_run import ExportOptions, run_export
 
     checkpoint = folder / "weights.safetensors"
     save_file(fixture_model(LEGACY_FIXTURE).state_dict(), str(checkpoint))

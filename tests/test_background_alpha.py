@@ -14,8 +14,7 @@ import pytest
 from PIL import Image
 
 from rmbg_runtime import RmbgError
-from rmbg_runtime.pipeline import OutputOptions, render
-from rmbg_runtime.remover import parse_color
+from rmbg_runtime.stages import OutputOptions, parse_color, render
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RMBG = [sys.executable, "-c", "from rmbg_runtime.cli import main; main()"]

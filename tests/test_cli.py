@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rmbg_runtime.cli import Progress
 from rmbg_runtime.errors import UsageError
 from rmbg_runtime.files import is_complete_image
 from rmbg_runtime.jobs import check_outputs, expand_inputs, plan_jobs
+from rmbg_runtime.progress import ProgressLine as Progress
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RMBG = [sys.executable, "-c", "from rmbg_runtime.cli import main; main()"]

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 import torch
 from conftest import fixture_model
 from PIL import Image
+from recording_backend import RecordingBackend
 
 from rmbg_runtime import BackendUnavailable, ImageError, ModelError, Remover, postprocess, preprocess
 from rmbg_runtime.errors import RmbgError
@@ -114,28 +114,6 @@ def test_background_and_mask_only(remover):
 def test_bad_input_names_it(remover):
     with pytest.raises(ImageError, match=r"<23 bytes> is not an image format"):
         remover.predict_mask(b"this is not a png image")
-
-
-class RecordingBackend:
-    """A backend that records each call's batch size and whether two calls ever overlapped (the
-    situation a TensorRT context and its buffers cannot survive)."""
-
-    def __init__(self, max_batch: int, size: tuple[int, int] = (256, 256), seconds: float = 0.02) -> None:
-        self.name, self.max_batch = "recording", max_batch
-        self.size, self.seconds = size, seconds
-        self.sizes: list[int] = []
-        self.active = self.most_active = 0
-        self._count = threading.Lock()
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        with self._count:
-            self.active += 1
-            self.most_active = max(self.most_active, self.active)
-        time.sleep(self.seconds)  # a real call takes time; overlapping callers would meet here
-        with self._count:
-            self.active -= 1
-            self.sizes.append(batch.shape[0])
-        return np.full((batch.shape[0], 1, *self.size), 0.75, np.float32)
 
 
 def test_backend_calls_are_serialised_across_threads(exported_model_dir):

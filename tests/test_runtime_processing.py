@@ -63,7 +63,7 @@ def test_import_leaves_torch_and_heavy_extras_out():
     )
     code = (
         "import sys, rmbg_runtime, rmbg_runtime.cli, rmbg_runtime.backends.onnxruntime, "
-        "rmbg_runtime.backends.tensorrt, rmbg_runtime.pipeline; "
+        "rmbg_runtime.backends.tensorrt, rmbg_runtime.threaded; "
         f"bad = [m for m in sys.modules if m.split('.')[0] in {heavy!r}]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -28,9 +28,9 @@ from rmbg_export.tensorrt.plan import (
 )
 from rmbg_export.tensorrt.preflight import check_graph, needs_plugins, require_supported
 from rmbg_runtime import BackendUnavailable, ModelError, Remover, RmbgError
+from rmbg_runtime.backends import batch_slices
 from rmbg_runtime.backends.tensorrt import (
     TensorRTBackend,
-    batch_slices,
     check_output_shape,
     engine_mismatches,
     refusal_sentence,
@@ -462,8 +462,8 @@ def test_the_engine_record_holds_the_settings_it_was_built_with():
 def test_engine_settings_are_checked_before_any_work(tmp_path):
     """A bad --opt-batch or --workspace-gib is refused in a second, before TensorRT is even looked for
     (it used to surface only when the engine was configured, after tracing)."""
+    from rmbg_export.export_run import ExportOptions, run_export
     from rmbg_export.options import EngineOptions
-    from rmbg_export.pipeline import ExportOptions, run_export
 
     def options(**engine) -> ExportOptions:
         return ExportOptions(source="unused", output=tmp_path, max_batch=4, engine=EngineOptions(**engine))
@@ -496,7 +496,7 @@ def test_engine_settings_are_checked_before_any_work(tmp_path):
     ],
 )  # fmt: skip
 def test_the_stages_are_planned_from_the_options(tmp_path, options, titles):
-    from rmbg_export.pipeline import ExportOptions, ExportRun
+    from rmbg_export.export_run import ExportOptions, ExportRun
 
     run = ExportRun(ExportOptions(source="s", output=tmp_path, height=64, width=64, **options), print)
     planned = [stage.title for stage in run.stages]

@@ -51,9 +51,11 @@ from pathlib import Path
 
 import numpy as np
 
+from rmbg_runtime.masks import MaskAgreement, mask_agreement
+
 from ..errors import ExportError
 from .calibration import QUANTISED_OPS, write_calibration_cache
-from .verify import MaskAgreement, mask_agreement, run_graph
+from .verify import run_graph
 
 ACTIVATION_MATMULS = "MatMul of two activations"
 # The gate: mean |alpha difference| against fp32 over the check images. 5e-3 is 1.3 gray levels on

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from rmbg_runtime.contract import IMAGENET_MEAN, IMAGENET_STD
+from rmbg_runtime.masks import MaskAgreement, mask_agreement
 
 from ..errors import ExportError
 
@@ -57,29 +58,6 @@ class Fp32Parity:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class MaskAgreement:
-    mask_mae: float
-    max_abs_diff: float
-    iou_at_half: float
-    finite: bool
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def mask_agreement(reference: np.ndarray, candidate: np.ndarray) -> MaskAgreement:
-    """A non-finite candidate pixel counts as a disagreement in every figure (NaN > 0.5 is False,
-    so without this an all-NaN mask over an empty reference would score IoU 1)."""
-    bad = ~np.isfinite(candidate)
-    finite = not bool(bad.any())
-    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
-    ref_fg, cand_fg = reference > 0.5, candidate > 0.5
-    union = (ref_fg | cand_fg | bad).sum()
-    iou = float((ref_fg & cand_fg).sum() / union) if union else 1.0
-    return MaskAgreement(float(diff.mean()), float(diff.max()), iou, finite)
 
 
 def run_graph(onnx_path: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:

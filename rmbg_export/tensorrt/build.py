@@ -67,7 +67,9 @@ def current_device_facts(device_id: int = 0) -> dict:
     if int(err) != 0:
         raise ExportError(f"CUDA device {device_id} cannot be queried ({err}); check CUDA_VISIBLE_DEVICES.")
     _, driver = cudart.cudaDriverGetVersion()
-    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+    from rmbg_runtime.backends.cuda import gpu_name
+
+    name = gpu_name(props)
     distributions = [d.metadata["Name"] or "" for d in metadata.distributions()]
     return device_record(name, (props.major, props.minor), driver, nvidia_driver_version(), distributions)
 
@@ -215,8 +217,7 @@ def verify_engine(spec: ModelSpec, inputs, fp32_outputs, log: Callable[[str], No
     import numpy as np
 
     from rmbg_runtime.backends.tensorrt import TensorRTBackend
-
-    from ..onnx.verify import mask_agreement
+    from rmbg_runtime.masks import mask_agreement
 
     backend = TensorRTBackend(spec)
     try:

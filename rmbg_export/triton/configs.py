@@ -34,7 +34,8 @@ class TritonOptions:
     pre_post_instances: int = 2
     max_queue_delay_us: int = 5000
     preferred_batch: tuple[int, ...] = ()
-    threads: int | None = None  # intra-op threads per CPU network instance
+    engine_threads: int | None = None  # intra-op threads per CPU network instance
+    precision: str | None = None  # the ONNX graph the python network runs in ONNX Runtime
     ort_tensorrt: bool = False
     ort_tensorrt_cache: str = "/tmp/rmbg-ort-trt-cache"
     max_pixels: int | None = None
@@ -122,10 +123,15 @@ def _network_extras(spec: ModelSpec, options: TritonOptions) -> dict:
         return {"parameters": string_parameters(facts)}
     if options.network == "python":
         backend = "auto" if options.kind == "gpu" else "onnxruntime-cpu"
-        return {"parameters": string_parameters({"backend": backend, "threads": options.threads})}
+        settings = {
+            "backend": backend,
+            "engine_threads": options.engine_threads,
+            "precision": options.precision,
+        }
+        return {"parameters": string_parameters(settings)}
     extras: dict = {}
-    if options.threads:
-        extras["parameters"] = string_parameters({"intra_op_thread_count": options.threads})
+    if options.engine_threads:
+        extras["parameters"] = string_parameters({"intra_op_thread_count": options.engine_threads})
     if options.ort_tensorrt:
         accelerator = {
             "name": "tensorrt",

@@ -1,5 +1,9 @@
-"""Inference backends. Each maps a float32 (B, 3, H, W) batch to (B, 1, H, W) probabilities.
+"""Inference backends. Each maps a float32 (B, 3, H, W) batch to (B, 1, H, W) probabilities, splits
+a batch larger than its `max_batch` itself, and holds its device resources until `close()` (or the
+end of a `with` block).
 
+`BackendConfig` is the one description of which backend to open and how; every entry point (the
+`rmbg` commands, `rmbg serve`, Triton's network model, `Remover`) builds one and passes it whole.
 Heavy imports (onnxruntime, tensorrt, cuda-python) happen only when a backend is opened.
 """
 
@@ -7,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -27,11 +32,57 @@ ALIASES = {
 }
 
 
+@dataclass(frozen=True)
+class BackendConfig:
+    """Which backend to open and how.
+
+    name: one of BACKENDS or ALIASES. device_id: the GPU. engine_threads: the engine's own intra-op
+    threads (ONNX Runtime; None: its default, every core), not the CPU-stage pool. precision: the
+    ONNX graph ONNX Runtime runs (PRECISIONS; None: `onnxruntime.default_precision`); TensorRT runs
+    its engine. verify_files: check the graph's or engine's SHA-256 against model.json. cpu_arena:
+    False turns ONNX Runtime's CPU memory arena off (a server then returns memory between requests).
+    engine_options: settings one engine alone understands, by name (room for later backends).
+    """
+
+    name: str = "auto"
+    device_id: int = 0
+    engine_threads: int | None = None
+    precision: str | None = None
+    verify_files: bool = True
+    cpu_arena: bool = True
+    engine_options: dict[str, str] = field(default_factory=dict, hash=False, compare=True)
+
+    @property
+    def resolved_name(self) -> str:
+        return ALIASES.get(self.name, self.name)
+
+
 class Backend(Protocol):
     name: str
     max_batch: int
+    engine_threads: int | None  # intra-op threads the engine runs with, read back; None: its own choice
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None:
+        """Release the device memory, sessions and contexts; `run` after it raises."""
+
+    def __enter__(self) -> Backend: ...
+
+    def __exit__(self, *exc_info) -> None: ...
+
+
+class ClosingBackend:
+    """`with backend:` closes it at the end of the block (the context-manager half of Backend)."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def batch_slices(total: int, max_batch: int) -> list[slice]:
@@ -39,49 +90,31 @@ def batch_slices(total: int, max_batch: int) -> list[slice]:
     return [slice(start, min(start + max_batch, total)) for start in range(0, total, max_batch)]
 
 
-def open_backend(
-    spec: ModelSpec,
-    name: str = "auto",
-    *,
-    device_id: int = 0,
-    threads: int | None = None,
-    verify_files: bool = True,
-    precision: str | None = None,
-    cpu_arena: bool = True,
-) -> Backend:
-    """`precision` picks the ONNX graph for ONNX Runtime (PRECISIONS); TensorRT runs its engine.
-    `cpu_arena=False` turns ONNX Runtime's CPU memory arena off (see OnnxRuntimeBackend)."""
-    name = ALIASES.get(name, name)
+def run_in_slices(batch: np.ndarray, max_batch: int, run: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """`run` over slices of at most `max_batch` images, concatenated: how a backend takes any batch."""
+    if len(batch) <= max_batch:
+        return run(batch)
+    return np.concatenate([run(batch[part]) for part in batch_slices(len(batch), max(1, max_batch))])
+
+
+def open_backend(spec: ModelSpec, config: BackendConfig | None = None) -> Backend:
+    """The backend `config` names, opened on the export `spec`; only `auto` falls back."""
+    config = config or BackendConfig()
+    name = config.resolved_name
     if name not in BACKENDS:
         raise BackendUnavailable(f"backend {name!r} is unknown; choose one of {', '.join(BACKENDS)}.")
     if name == "auto":
-        return _open_auto(spec, device_id, threads, verify_files, precision, cpu_arena)
+        return _open_auto(spec, config)
     if name == "tensorrt":
         from .tensorrt import TensorRTBackend
 
-        return TensorRTBackend(spec, device_id=device_id, verify_files=verify_files)
+        return TensorRTBackend(spec, config)
     from .onnxruntime import OnnxRuntimeBackend
 
-    device = "cuda" if name == "onnxruntime-cuda" else "cpu"
-    return OnnxRuntimeBackend(
-        spec,
-        device=device,
-        device_id=device_id,
-        threads=threads,
-        verify_files=verify_files,
-        precision=precision,
-        cpu_arena=cpu_arena,
-    )
+    return OnnxRuntimeBackend(spec, config, device="cuda" if name == "onnxruntime-cuda" else "cpu")
 
 
-def _open_auto(
-    spec: ModelSpec,
-    device_id: int,
-    threads: int | None,
-    verify_files: bool,
-    precision: str | None,
-    cpu_arena: bool = True,
-) -> Backend:
+def _open_auto(spec: ModelSpec, config: BackendConfig) -> Backend:
     """TensorRT when the export has an engine and TensorRT is installed (a mismatched engine is an
     error, not a reason to run slower), then ONNX Runtime CUDA, then ONNX Runtime CPU."""
     from .onnxruntime import OnnxRuntimeBackend, cuda_provider_available
@@ -90,13 +123,10 @@ def _open_auto(
     if spec.engine and tensorrt_installed():
         from .tensorrt import TensorRTBackend
 
-        return TensorRTBackend(spec, device_id=device_id, verify_files=verify_files)
+        return TensorRTBackend(spec, config)
 
     def onnxruntime(device: str) -> Backend:
-        return OnnxRuntimeBackend(
-            spec, device, device_id=device_id, threads=threads, verify_files=verify_files,
-            precision=precision, cpu_arena=cpu_arena,
-        )  # fmt: skip
+        return OnnxRuntimeBackend(spec, config, device=device)
 
     if not cuda_provider_available():
         return onnxruntime("cpu")

@@ -35,6 +35,12 @@ def cuda_failure(what: str, err) -> str:
     return f"{what} failed with {name}; check the NVIDIA driver and the GPU's state."
 
 
+def gpu_name(props) -> str:
+    """The device name from cudaGetDeviceProperties: bytes or str, padded with NULs by the driver."""
+    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+    return name.rstrip("\x00")
+
+
 def check(result, what: str):
     """cuda-python's (err, *values) -> values, raising one sentence on an error."""
     err, *values = result if isinstance(result, tuple) else (result,)

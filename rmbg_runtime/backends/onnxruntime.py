@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from ..contract import ModelSpec
-from ..errors import BackendUnavailable, ModelError
+from ..errors import BackendError, BackendUnavailable, ModelError
 from ..metadata import verify_file
+from . import BackendConfig, ClosingBackend, run_in_slices
 
 INSTALL_CPU = "pip install 'rmbg-toolkit[ort]'"
 INSTALL_GPU = "pip uninstall onnxruntime && pip install 'rmbg-toolkit[ort-gpu]'"
@@ -71,46 +72,55 @@ def check_graph_matches_spec(session, spec: ModelSpec, path: Path) -> None:
         )
 
 
-class OnnxRuntimeBackend:
-    def __init__(
-        self,
-        spec: ModelSpec,
-        device: str = "cpu",
-        *,
-        device_id: int = 0,
-        threads: int | None = None,
-        verify_files: bool = True,
-        precision: str | None = None,
-        cpu_arena: bool = True,
-    ) -> None:
-        """`precision`: which graph to run (fp32 / fp16 / int8); default: `default_precision`.
-        `cpu_arena=False` (CPU only): no memory arena, whose size never shrinks from the largest
+class OnnxRuntimeBackend(ClosingBackend):
+    def __init__(self, spec: ModelSpec, config: BackendConfig | None = None, *, device: str = "cpu") -> None:
+        """`config.precision`: which graph to run (fp32 / fp16 / int8); default: `default_precision`.
+        `config.cpu_arena=False` (CPU only): no memory arena, whose size never shrinks from the largest
         batch run; a long-running server then returns memory between requests."""
+        config = config or BackendConfig()
         ort = _import_ort()
         if device == "cuda" and not cuda_provider_available():
             raise BackendUnavailable(
                 f"ONNX Runtime has no CUDA provider here (onnxruntime {ort.__version__}); {INSTALL_GPU}, "
                 "or pick the onnxruntime-cpu backend."
             )
-        precision = precision or default_precision(spec, device)
+        precision = config.precision or default_precision(spec, device)
         path = spec.graph_path(precision)
-        if verify_files:
+        if config.verify_files:
             verify_file(path, spec.graph(precision).sha256)
-        self.session = _session(ort, path, device, device_id, threads, cpu_arena or device != "cpu")
+        arena = config.cpu_arena or device != "cpu"
+        self.session = _session(ort, path, device, config.device_id, config.engine_threads, arena)
         check_graph_matches_spec(self.session, spec, path)
         self.name = f"onnxruntime-{device} ({precision} graph)"
         self.max_batch = spec.max_batch
         self.input_name, self.output_name = spec.input_name, spec.output_name
+        threads = self.session.get_session_options().intra_op_num_threads
+        self.engine_threads = threads or None  # 0: ONNX Runtime's default, one per core
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        if self.session is None:
+            raise BackendError("this ONNX Runtime backend was closed; open a new one.")
+        return run_in_slices(batch, self.max_batch, self._run_slice)
+
+    def _run_slice(self, batch: np.ndarray) -> np.ndarray:
+        try:
+            return self.session.run([self.output_name], {self.input_name: batch})[0]
+        except Exception as err:  # noqa: BLE001 - ONNX Runtime raises its own untyped errors
+            cause = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            raise BackendError(
+                f"{self.name} failed while running ({cause}); check the device and its free memory, "
+                "then restart."
+            ) from None
+
+    def close(self) -> None:
+        self.session = None  # ONNX Runtime frees the session's memory with its last reference
 
 
 def _session(ort, path, device: str, device_id: int, threads: int | None, arena: bool = True):
     if device == "cuda":
         preload_cuda_libraries(ort)
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # a failed run is reported by run() in one sentence, not logged
     options.enable_cpu_mem_arena = arena
     if threads:
         options.intra_op_num_threads = threads

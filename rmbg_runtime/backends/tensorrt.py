@@ -18,10 +18,10 @@ import threading
 import numpy as np
 
 from ..contract import EngineRecord, ModelSpec
-from ..errors import BackendUnavailable, ModelError, RmbgError
+from ..errors import BackendError, BackendUnavailable, ModelError, RmbgError
 from ..metadata import verify_file
-from . import batch_slices
-from .cuda import DeviceBuffers, check, import_cudart
+from . import BackendConfig, ClosingBackend, run_in_slices
+from .cuda import DeviceBuffers, check, gpu_name, import_cudart
 
 REBUILD = "rebuild it on this machine with `rmbg-export SOURCE --output DIR`"
 INSTALL = (
@@ -67,18 +67,22 @@ def refusal_sentence(engine_name: str, problems: list[str]) -> str:
 def check_output_shape(actual, expected: tuple[int, ...]) -> None:
     """The engine's output shape for the input just set must be what the buffers hold."""
     if tuple(int(d) for d in actual) != tuple(expected):
-        raise RmbgError(
+        raise BackendError(
             f"the engine's output shape {tuple(actual)} is not the expected {tuple(expected)}; {REBUILD}."
         )
 
 
-class TensorRTBackend:
-    def __init__(self, spec: ModelSpec, *, device_id: int = 0, verify_files: bool = True) -> None:
+class TensorRTBackend(ClosingBackend):
+    def __init__(self, spec: ModelSpec, config: BackendConfig | None = None) -> None:
+        """`config`'s device_id and verify_files apply; TensorRT runs its engine's precision with
+        its own threads, so engine_threads, precision and cpu_arena do not."""
+        config = config or BackendConfig()
+        device_id = config.device_id
         record = spec.engine
         if record is None:
             raise ModelError(f"{spec.folder} has no TensorRT engine (exported with --onnx-only); {REBUILD}.")
         path = spec.folder / record.path
-        if verify_files:
+        if config.verify_files:
             verify_file(path, record.sha256)
         trt, cudart = self._import()
         check(cudart.cudaSetDevice(device_id), f"cudaSetDevice({device_id})")
@@ -89,6 +93,7 @@ class TensorRTBackend:
         self.name = f"tensorrt ({record.precision}, {current['gpu_name']})"
         self.input_name, self.output_name = spec.input_name, spec.output_name
         self.max_batch = record.max_batch
+        self.engine_threads: int | None = None  # TensorRT runs on the GPU; no intra-op threads to set
         self.image_shape = (3, spec.height, spec.width)
         self.mask_shape = (1, spec.height, spec.width)
         self._buffers: DeviceBuffers | None = None
@@ -105,8 +110,7 @@ class TensorRTBackend:
     @staticmethod
     def device_facts(cudart, device_id: int) -> dict:
         props = check(cudart.cudaGetDeviceProperties(device_id), "cudaGetDeviceProperties")
-        name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-        return {"gpu_name": name.rstrip("\x00"), "compute_capability": f"{props.major}.{props.minor}"}
+        return {"gpu_name": gpu_name(props), "compute_capability": f"{props.major}.{props.minor}"}
 
     def _load(self, trt, cudart, path, record: EngineRecord) -> None:
         logger = tensorrt_logger(trt)
@@ -137,29 +141,30 @@ class TensorRTBackend:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         if self._buffers is None or self._buffers.closed:
-            raise RmbgError("this TensorRT backend was closed; open a new one.")
+            raise BackendError("this TensorRT backend was closed; open a new one.")
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if batch.shape[1:] != self.image_shape:
             raise RmbgError(f"input batch {batch.shape} does not match the engine's (N, {self.image_shape}).")
-        out = np.empty((batch.shape[0], *self.mask_shape), dtype=np.float32)
-        for part in batch_slices(batch.shape[0], self.max_batch):
-            out[part] = self._run_chunk(batch[part])
-        return out
+        return run_in_slices(batch, self.max_batch, self._run_chunk)
 
     def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
         n, buffers = chunk.shape[0], self._buffers
         buffers.upload(self.input_name, chunk)
         if not self._context.set_input_shape(self.input_name, chunk.shape):
-            raise RmbgError(
+            raise BackendError(
                 f"the engine refused input shape {chunk.shape}; {REBUILD} with a larger --max-batch."
             )
         check_output_shape(self._context.get_tensor_shape(self.output_name), (n, *self.mask_shape))
         if not self._context.execute_async_v3(int(buffers.stream)):
-            raise RmbgError("TensorRT failed to enqueue inference (execute_async_v3 returned False).")
+            raise BackendError(
+                "TensorRT failed to enqueue inference (execute_async_v3 returned False); check the GPU "
+                "and its free memory, then restart."
+            )
         return buffers.download(self.output_name, n)
 
     def close(self) -> None:
-        """Release in dependency order: context, engine, runtime, then the buffers and stream."""
+        """Release in dependency order: context, engine, runtime, then the buffers and stream (the
+        CUDA memory), at once rather than whenever the garbage collector reaches this object."""
         for attr in ("_context", "_engine", "_runtime"):
             if hasattr(self, attr):
                 setattr(self, attr, None)

@@ -14,10 +14,10 @@ import logging
 import re
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Literal
 
-import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -25,18 +25,20 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from ..batching import QueueFull
-from ..errors import ImageError, RmbgError
-from ..pipeline import Abandoned, OutputOptions, Pipeline, Prepared, Result
-from ..remover import parse_color
+from ..errors import BackendError, ImageError, RmbgError
+from ..stages import OutputOptions, parse_color
+from ..threaded import Abandoned, Prepared, Result
 from .auth import ApiKeyGuard, ApiKeys
 from .limits import BodyDeadline, BodyLimit, BodyTooLarge, BodyTooSlow, too_large_message
-from .metrics import CountRequests, Metrics
+from .metrics import CountRequests
 from .page import add_page_routes
+from .run import Served
 from .settings import ServerSettings
 
 log = logging.getLogger("rmbg.serve")
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp"}
 RETRY_AFTER_S = 1
+RECOVERY_PROBE_S = 5.0  # how often a failed backend is tried again while the server is not ready
 CLIENT_CLOSED = 499  # nginx's code for a client that went away; never sent, only counted
 MAX_SHOWN_VALUE = 40  # characters of a client's value quoted back in an error
 IMAGE_BODY = {
@@ -59,24 +61,65 @@ class HttpError(Exception):
 
 
 class ServerState:
-    def __init__(self, pipeline: Pipeline, settings: ServerSettings, metrics: Metrics, keys: ApiKeys) -> None:
-        self.pipeline, self.settings, self.metrics, self.keys = pipeline, settings, metrics, keys
-        self.admit_limit = settings.max_queue + pipeline.max_batch
+    """What the endpoints share: the pipeline, its metrics, the admission count and readiness.
+
+    Readiness: not ready until one warm-up inference is done; a backend failure (BackendError)
+    makes it not ready again, so /readyz and the image endpoints answer 503 while a probe retries
+    one inference every RECOVERY_PROBE_S seconds until the backend works again."""
+
+    def __init__(self, served: Served, settings: ServerSettings, keys: ApiKeys) -> None:
+        self.pipeline, self.metrics = served.pipeline, served.metrics
+        self.settings, self.keys = settings, keys
+        self.admit_limit = self.pipeline.admit_limit
         self.in_flight = 0
         self.ready = threading.Event()
-        self.warmup_error: str | None = None
+        self.not_ready_reason = "warming up"
+        self.backend_failed: str | None = None  # why the backend stopped working, until it recovers
+        self._probe_lock = threading.Lock()
+        self._probing = False
 
     def warm_up(self) -> None:
-        """One inference before /readyz says yes: the first call builds kernels and arenas."""
-        spec = self.pipeline.spec
-        tensor = np.zeros((3, spec.height, spec.width), np.float32)
+        """One inference before /readyz says yes: the first call builds kernels and arenas. A
+        backend that fails it is treated as any backend failure (not ready, probed until it works)."""
         try:
-            self.pipeline.batcher.submit(tensor).result()
+            self.pipeline.warm_up()
             self.ready.set()
+        except BackendError as err:
+            log.error("the warm-up inference failed: %s", err)
+            self.on_backend_failure(err)
         except Exception as err:  # noqa: BLE001 - reported by /readyz, the process stays up
-            self.warmup_error = f"warm-up inference failed: {err}"
+            self.not_ready_reason = f"warm-up inference failed: {err}"
 
-    def at_capacity(self) -> HttpError | None:
+    def on_backend_failure(self, err: BackendError) -> None:
+        """Not ready from now on; a probe thread (one at a time) waits for the backend to recover."""
+        self.backend_failed = f"the backend failed: {err}"
+        self.not_ready_reason = self.backend_failed
+        self.ready.clear()
+        with self._probe_lock:
+            if self._probing:
+                return
+            self._probing = True
+        threading.Thread(target=self._probe_until_recovered, name="rmbg-recovery", daemon=True).start()
+
+    def _probe_until_recovered(self) -> None:
+        while True:
+            time.sleep(RECOVERY_PROBE_S)
+            try:
+                self.pipeline.warm_up()
+            except Exception as err:  # noqa: BLE001 - still failing: keep not ready, try again
+                log.warning("the backend is still failing: %s", err)
+                continue
+            with self._probe_lock:
+                self._probing = False
+            self.backend_failed = None
+            self.ready.set()
+            log.info("the backend works again; ready")
+            return
+
+    def refusal(self) -> HttpError | None:
+        """Why a new image request is refused before its body is read (503), or None."""
+        if self.backend_failed is not None:
+            return HttpError(503, f"{self.backend_failed}; retry later.", {"Retry-After": str(RETRY_AFTER_S)})
         if self.in_flight < self.admit_limit:
             return None
         return HttpError(
@@ -210,7 +253,7 @@ async def handle(state: ServerState, request: Request, endpoint: str, parse) -> 
     """Admission, body, pipeline, timeout and error mapping shared by the image endpoints.
 
     `parse(fields) -> OutputOptions` turns query and form fields into output options."""
-    refusal = state.at_capacity()  # refused before reading a byte of the body
+    refusal = state.refusal()  # refused before reading a byte of the body
     if refusal is not None:
         return error_response(refusal)
     try:
@@ -218,7 +261,7 @@ async def handle(state: ServerState, request: Request, endpoint: str, parse) -> 
         options = parse(fields)
     except Exception as err:  # noqa: BLE001 - each mapped to its status below
         return error_response(body_error(err, endpoint))
-    refusal = state.at_capacity()  # bodies read meanwhile may have filled it
+    refusal = state.refusal()  # bodies read meanwhile may have filled it
     if refusal is not None:
         return error_response(refusal)
     state.in_flight += 1
@@ -233,6 +276,11 @@ async def handle(state: ServerState, request: Request, endpoint: str, parse) -> 
         )
     except HttpError as err:
         return error_response(err)
+    except BackendError as err:
+        log.error("the backend failed: %s", err)
+        state.on_backend_failure(err)
+        return error_response(HttpError(503, f"the backend failed: {err}; retry later.",
+                                        {"Retry-After": str(RETRY_AFTER_S)}))  # fmt: skip
     except RmbgError as err:
         return error_response(HttpError(500, f"inference failed: {err}"))
     except Exception:  # a bug must cost one request, not the process
@@ -272,12 +320,11 @@ def validation_error(_request: Request, err: RequestValidationError) -> Response
     return error_response(HttpError(422, f"{where}: {first.get('msg', 'invalid value')}."))
 
 
-def create_app(
-    pipeline: Pipeline, settings: ServerSettings, metrics: Metrics, keys: ApiKeys | None = None
-) -> FastAPI:
-    """`metrics` must be the one whose observer the pipeline's batcher reports to."""
+def create_app(served: Served, settings: ServerSettings, keys: ApiKeys | None = None) -> FastAPI:
+    """The application over `served` (from `run.open_served`: the pipeline with its metrics)."""
     keys = keys or ApiKeys(settings.api_key_file)
-    state = ServerState(pipeline, settings, metrics, keys)
+    state = ServerState(served, settings, keys)
+    pipeline = state.pipeline
 
     async def lifespan(_app: FastAPI):
         warm = threading.Thread(target=state.warm_up, name="rmbg-warm-up", daemon=True)
@@ -399,6 +446,7 @@ def public_model_info(state: ServerState) -> dict:
         "batch": {"min": spec.min_batch, "max": spec.max_batch},
         "backend": state.pipeline.backend.name,
         "max_batch": state.pipeline.max_batch,
+        "threads": {"cpu_stages": state.pipeline.threads, "engine": state.pipeline.backend.engine_threads},
         "max_delay_ms": state.settings.max_delay_ms,
         "max_queue": state.settings.max_queue,
         "versions": {name: v for name, v in raw.get("tools", {}).items() if isinstance(v, str)},
@@ -429,7 +477,7 @@ def _operations_routes(app: FastAPI, state: ServerState) -> None:
         """The model is loaded and one warm-up inference is done (Kubernetes readiness)."""
         if state.ready.is_set():
             return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": state.warmup_error or "warming up"}, status_code=503)
+        return JSONResponse({"status": state.not_ready_reason}, status_code=503)
 
     @app.get("/metrics")
     async def metrics() -> Response:

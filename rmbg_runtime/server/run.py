@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import logging
 import signal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..backends import Backend, open_backend
 from ..metadata import read_model_spec
-from ..pipeline import Pipeline
+from ..threaded import Pipeline
 from .settings import ServerSettings
 
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
 # On CPUs batching buys no throughput (ONNX Runtime already spreads one image over every core) and
-# costs memory: max batch 1 and no ONNX Runtime memory arena, measured in the README (Benchmarks).
+# costs memory: max batch 1 and no ONNX Runtime memory arena, measured in docs/benchmarks.md.
 CPU_MAX_BATCH = 1
 
 log = logging.getLogger("rmbg.serve")
@@ -30,11 +35,10 @@ def serve(settings: ServerSettings) -> None:
         guarded_protocol,
         install_log_filters,
     )
-    from .metrics import Metrics
 
     keys = ApiKeys(settings.api_key_file)  # a bad key file is refused before the model loads
-    metrics = Metrics()
-    pipeline = open_pipeline(settings, metrics)
+    served = open_served(settings)
+    pipeline = served.pipeline
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(message)s")
     install_log_filters()
     max_connections = descriptor_bound_connections(settings.max_connections)
@@ -46,7 +50,7 @@ def serve(settings: ServerSettings) -> None:
     )  # fmt: skip
     limits = ConnectionLimits(max_connections, settings.header_timeout_s)
     config = uvicorn.Config(
-        create_app(pipeline, settings, metrics, keys),
+        create_app(served, settings, keys),
         host=settings.host,
         port=settings.port,
         http=guarded_protocol(limits),
@@ -67,19 +71,35 @@ def on_cpu(backend: Backend) -> bool:
     return backend.name.startswith("onnxruntime-cpu")
 
 
-def open_pipeline(settings: ServerSettings, metrics) -> Pipeline:
-    """The export on its backend; a bad folder or backend is refused here, before the port is bound."""
+@dataclass
+class Served:
+    """A pipeline and the metrics its batcher reports to, built together by `open_served`."""
+
+    pipeline: Pipeline
+    metrics: Metrics
+
+
+def open_served(settings: ServerSettings) -> Served:
+    """The export on its backend with fresh metrics wired to its batcher; a bad folder or backend is
+    refused here, before the port is bound."""
+    from .metrics import Metrics
+
     spec = read_model_spec(settings.model_dir)
-    options = {"device_id": settings.device_id, "threads": settings.threads, "precision": settings.precision}
-    backend = open_backend(spec, settings.backend, **options, cpu_arena=False)
+    backend = open_backend(spec, settings.backend_config)
+    metrics = Metrics()
     max_batch = settings.max_batch or (CPU_MAX_BATCH if on_cpu(backend) else None)
-    return Pipeline(
-        spec,
-        backend,
-        max_batch=max_batch,
-        max_delay_s=settings.max_delay_ms / 1000,
-        max_queue=settings.max_queue,
-        threads=settings.threads,
-        max_pixels=settings.max_pixels,
-        observer=metrics.observer(),
-    )
+    try:
+        pipeline = Pipeline(
+            spec,
+            backend,
+            max_batch=max_batch,
+            max_delay_s=settings.max_delay_ms / 1000,
+            max_queue=settings.max_queue,
+            threads=settings.threads,
+            max_pixels=settings.max_pixels,
+            observer=metrics.observer(),
+        )
+    except BaseException:
+        backend.close()
+        raise
+    return Served(pipeline, metrics)

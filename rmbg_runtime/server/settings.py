@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..backends import BackendConfig
 from ..images import DEFAULT_MAX_PIXELS
-from ..pipeline import DEFAULT_PNG_COMPRESS_LEVEL
+from ..stages import DEFAULT_PNG_COMPRESS_LEVEL
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class ServerSettings:
     max_body_mb: float = 32.0
     max_pixels: int = DEFAULT_MAX_PIXELS
     threads: int | None = None  # CPU stages (decode, pre/post-processing, encode)
+    engine_threads: int | None = None  # the engine's intra-op threads (ONNX Runtime)
     timeout_s: float = 60.0
     png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL
     log_level: str = "info"
@@ -38,6 +40,19 @@ class ServerSettings:
     metrics_need_key: bool = False
     cors_origins: tuple[str, ...] = ()
     docs: bool = False  # /docs loads Swagger UI from a public CDN, so it is opt-in
+
+    @property
+    def backend_config(self) -> BackendConfig:
+        """The backend this server opens; ONNX Runtime's CPU arena off, so memory taken by a burst
+        is returned between requests."""
+        return BackendConfig(
+            self.backend,
+            self.device_id,
+            self.engine_threads,
+            self.precision,
+            verify_files=True,
+            cpu_arena=False,
+        )
 
     @property
     def max_body_bytes(self) -> int:

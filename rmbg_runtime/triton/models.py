@@ -13,12 +13,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..backends import batch_slices, open_backend
+from ..backends import BackendConfig, open_backend
 from ..errors import RmbgError
-from ..images import DEFAULT_MAX_PIXELS, load_image
+from ..images import DEFAULT_MAX_PIXELS
 from ..metadata import read_model_spec
-from ..pipeline import DEFAULT_PNG_COMPRESS_LEVEL, encode
-from ..processing import cut_out, postprocess, preprocess
+from ..stages import (
+    DEFAULT_PNG_COMPRESS_LEVEL,
+    OutputOptions,
+    decode,
+    encode,
+    postprocess,
+    preprocess,
+    render,
+)
 from . import CUTOUT, ENSEMBLE_INPUT, MASK, PIXELS, PROBABILITY, RGB
 
 
@@ -83,9 +90,20 @@ class Preprocess(_Model):
 
     def answer(self, request) -> list:
         data = single(self.input(request, ENSEMBLE_INPUT), ENSEMBLE_INPUT).reshape(-1)[0]
-        image = load_image(bytes(data), max_pixels=self.max_pixels)
-        pixels = preprocess(image, self.spec.size, self.spec.mean, self.spec.std)
+        image = decode(bytes(data), self.max_pixels)
+        pixels = preprocess(image, self.spec)
         return [self.pb.Tensor(PIXELS, pixels[None]), self.pb.Tensor(RGB, np.asarray(image)[None])]
+
+
+def backend_config(params: dict[str, str], device_id: int) -> BackendConfig:
+    """The network model's `parameters` (written by `rmbg-export triton`) as the runtime's config."""
+    threads = params.get("engine_threads")
+    return BackendConfig(
+        params.get("backend", "auto"),
+        device_id=device_id,
+        engine_threads=int(threads) if threads else None,
+        precision=params.get("precision") or None,
+    )
 
 
 class Network(_Model):
@@ -93,19 +111,16 @@ class Network(_Model):
 
     def setup(self, args: dict) -> None:
         spec = read_model_spec(version_folder(args))
-        threads = int(self.params["threads"]) if self.params.get("threads") else None
         device_id = int(args.get("model_instance_device_id") or 0)
-        name = self.params.get("backend", "auto")
-        self.backend = open_backend(spec, name, device_id=device_id, threads=threads)
+        self.backend = open_backend(spec, backend_config(self.params, device_id))
         self.input_name, self.output_name = spec.input_name, spec.output_name
 
     def execute(self, requests: list) -> list:
-        """One backend run over every request Triton gathered (in chunks of the backend's max)."""
+        """One backend run over every request Triton gathered (the backend splits what exceeds its
+        max batch)."""
         try:
             tensors = [self.input(r, self.input_name) for r in requests]
-            batch = np.concatenate(tensors)
-            parts = batch_slices(len(batch), max(1, self.backend.max_batch))
-            probs = np.concatenate([self.backend.run(batch[part]) for part in parts])
+            probs = self.backend.run(np.concatenate(tensors))
         except (RmbgError, ValueError) as err:
             error = self.pb.TritonError(str(err))
             return [self.pb.InferenceResponse(error=error) for _ in requests]
@@ -116,9 +131,10 @@ class Network(_Model):
         ]
 
     def finalize(self) -> None:
-        close = getattr(self.backend, "close", None)
-        if close is not None:
-            close()
+        self.backend.close()
+
+
+CUTOUT_OPTIONS = OutputOptions()  # the ensemble's output: the RGBA cut-out
 
 
 class Postprocess(_Model):
@@ -132,7 +148,7 @@ class Postprocess(_Model):
         rgb = single(self.input(request, RGB), RGB)
         image = Image.fromarray(rgb, "RGB")
         alpha = postprocess(prob, image.size)
-        cutout = encode(cut_out(image, alpha), "png", self.png_level)
+        cutout = encode(render(image, alpha, CUTOUT_OPTIONS), "png", self.png_level)
         return [
             self.pb.Tensor(MASK, alpha[None]),
             self.pb.Tensor(CUTOUT, np.array([[cutout]], dtype=np.object_)),

@@ -1,4 +1,4 @@
-"""The staged pipeline shared by `rmbg remove` and `rmbg serve`.
+"""The threaded pipeline shared by `rmbg remove` and `rmbg serve`: the image stages of stages.py,
 
     decode -> preprocess -> [batched inference] -> postprocess -> render + encode
 
@@ -9,7 +9,6 @@ With images in flight in every stage, throughput is set by the slowest stage, no
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 import time
@@ -23,28 +22,16 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from .backends import Backend, open_backend
+from .backends import Backend, BackendConfig, open_backend
 from .batching import Batcher, BatchObserver, BatchResult
-from .errors import RmbgError
-from .images import DEFAULT_MAX_PIXELS, ImageInput, load_image
+from .errors import BackendError, RmbgError
+from .images import DEFAULT_MAX_PIXELS, ImageInput
 from .metadata import ModelSpec, read_model_spec
-from .processing import composite, cut_out, postprocess, preprocess
-from .refine import refine_foreground
+from .stages import OutputOptions, decode, encode, postprocess, preprocess, render
 
-FORMATS = ("png", "webp")
 STAGES = ("queue", "decode", "preprocess", "inference", "postprocess", "encode")
-DEFAULT_PNG_COMPRESS_LEVEL = 1  # zlib level 1: ~3-6x faster than 6 on photos for ~10% more bytes
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class OutputOptions:
-    mask_only: bool = False
-    background: tuple[int, ...] | None = None  # RGB, or RGBA (see on_background)
-    fmt: str = "png"
-    png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL
-    refine: bool = False  # estimate foreground colours at soft edges (refine.py)
 
 
 @dataclass
@@ -53,39 +40,6 @@ class Result:
     size: tuple[int, int]  # the input image's (width, height)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     batch_size: int = 1
-
-
-def render(image: Image.Image, alpha: np.ndarray, options: OutputOptions) -> Image.Image:
-    if options.mask_only:
-        return Image.fromarray(alpha, "L")
-    if options.refine:
-        image = refine_foreground(image, alpha)
-    if options.background is None:
-        return cut_out(image, alpha)
-    return on_background(image, alpha, options.background)
-
-
-def on_background(image: Image.Image, alpha: np.ndarray, color: tuple[int, ...]) -> Image.Image:
-    """The cut-out over a colour (r, g, b) or (r, g, b, a), the one rule for the API, the CLI and
-    the server: a translucent colour (a < 255) gives RGBA, the cut-out over it by Porter-Duff
-    "over" (Pillow's alpha_composite, as rembg's `bgc`); an opaque one gives RGB."""
-    if len(color) == 4 and color[3] < 255:
-        return Image.alpha_composite(Image.new("RGBA", image.size, tuple(color)), cut_out(image, alpha))
-    return composite(image, alpha, tuple(color[:3]))
-
-
-def encode(image: Image.Image, fmt: str, png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL) -> bytes:
-    buffer = io.BytesIO()
-    if fmt == "webp":
-        # exact: keep colours under alpha 0. method 0 / quality 0 is libwebp's fastest lossless
-        # effort: 16x faster than Pillow's default (method 4, quality 80) on a 12 MP cut-out for
-        # 6% more bytes (benchmarks/cpu_stages.py).
-        image.save(buffer, "WEBP", lossless=True, exact=True, method=0, quality=0)
-    elif fmt == "png":
-        image.save(buffer, "PNG", optimize=False, compress_level=png_compress_level)
-    else:
-        raise RmbgError(f"output format {fmt!r} is unknown; use one of {', '.join(FORMATS)}.")
-    return buffer.getvalue()
 
 
 class _Timer:
@@ -123,7 +77,8 @@ class Prepared:
 
 
 class Pipeline:
-    """Stages over one backend. Thread-safe; `close()` finishes queued work and stops the workers."""
+    """Stages over one backend, which it owns. Thread-safe; `close()` finishes queued work, stops
+    the workers and closes the backend."""
 
     def __init__(
         self,
@@ -152,21 +107,26 @@ class Pipeline:
         )
 
     @classmethod
-    def open(
-        cls,
-        model_dir: str | Path,
-        backend: str = "auto",
-        *,
-        device_id: int = 0,
-        threads: int | None = None,
-        precision: str | None = None,
-        **options,
-    ) -> Pipeline:
-        """The export in `model_dir` on `backend` (`precision`: the ONNX graph ONNX Runtime runs);
-        `options` as for the constructor."""
+    def open(cls, model_dir: str | Path, config: BackendConfig | None = None, **options) -> Pipeline:
+        """The export in `model_dir` on the backend `config` describes; `options` as for the
+        constructor (`threads`: the CPU-stage pool, not the engine's threads)."""
         spec = read_model_spec(model_dir)
-        opened = open_backend(spec, backend, device_id=device_id, threads=threads, precision=precision)
-        return cls(spec, opened, threads=threads, **options)
+        backend = open_backend(spec, config)
+        try:
+            return cls(spec, backend, **options)
+        except BaseException:
+            backend.close()
+            raise
+
+    @property
+    def admit_limit(self) -> int:
+        """Images in flight the batcher accepts; one more is refused with QueueFull."""
+        return self.batcher.capacity
+
+    def warm_up(self) -> None:
+        """One inference on a blank image through the batcher (the first call builds kernels and
+        arenas); raises what the backend raises."""
+        self.batcher.submit(np.zeros((3, self.spec.height, self.spec.width), np.float32)).result()
 
     # ---- stages (each runs in the calling thread) ----------------------------------------------
 
@@ -174,9 +134,9 @@ class Pipeline:
         """`abandoned`: set when nobody waits for the image any more; the next stage is then skipped."""
         timings: dict[str, float] = {}
         timed = _Timer(timings)
-        image = timed("decode", lambda: load_image(source, max_pixels=self.max_pixels))
+        image = timed("decode", lambda: decode(source, self.max_pixels))
         _stop_if(abandoned, "preprocess")
-        tensor = timed("preprocess", lambda: preprocess(image, self.spec.size, self.spec.mean, self.spec.std))
+        tensor = timed("preprocess", lambda: preprocess(image, self.spec))
         return Prepared(image, tensor, timings)
 
     def finish(
@@ -209,7 +169,8 @@ class Pipeline:
         self, sources: Iterable[ImageInput], options: OutputOptions, window: int | None = None
     ) -> Iterator[Result | RmbgError]:
         """Results in input order, with up to `window` images in flight across the stages; a failing
-        image yields its RmbgError and the rest continue. No pool thread waits on inference: each
+        image yields its RmbgError and the rest continue; a BackendError is raised, since every image
+        after it would fail the same way. No pool thread waits on inference: each
         stage hands the image to the next when it is done."""
         window = min(window or 2 * self.max_batch + self.threads, self.batcher.max_queue)
         pending: deque[Future] = deque()
@@ -224,7 +185,10 @@ class Pipeline:
         done: Future = Future()
 
         def fail_or_raise(err: BaseException) -> None:
-            done.set_result(err) if isinstance(err, RmbgError) else done.set_exception(err)
+            if isinstance(err, RmbgError) and not isinstance(err, BackendError):
+                done.set_result(err)  # the image's own failure: the others go on
+            else:
+                done.set_exception(err)  # the backend's (or a bug): the consumer stops
 
         def finish(prepared: Prepared, inferred: Future) -> None:
             try:
@@ -244,6 +208,16 @@ class Pipeline:
         self.pool.submit(self.prepare, source).add_done_callback(prepared_ready)
         return done
 
-    def close(self) -> None:
-        self.batcher.close()
+    def close(self, *, cancel_queued: bool = False) -> None:
+        """Finish the queued images (or cancel them: `cancel_queued`), stop the workers, close the
+        backend."""
+        self.batcher.close(cancel_queued=cancel_queued)
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self.backend.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, exc_type, *_rest) -> None:
+        """Leaving on an error (a backend failure, an interrupt) cancels the queued images."""
+        self.close(cancel_queued=exc_type is not None)
