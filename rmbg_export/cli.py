@@ -113,6 +113,11 @@ def parse_resolution(_ctx, _param, value: str) -> tuple[int, int]:
     help="Photos to calibrate the int8 graph on (default: synthetic images, a weak calibration).",
 )
 @click.option(
+    "--openvino",
+    is_flag=True,
+    help="Also write OpenVINO IR (model_openvino.xml/.bin; with --cpu-int8 an int8 IR), gated against fp32.",
+)
+@click.option(
     "--workspace-gib",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
