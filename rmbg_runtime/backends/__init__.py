@@ -15,7 +15,7 @@ from ..contract import GRAPH_PRECISIONS
 from ..errors import BackendUnavailable
 from ..metadata import ModelSpec
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
+BACKENDS = ("auto", "tensorrt", "onnxruntime-cuda", "openvino", "onnxruntime-cpu")
 PRECISIONS = GRAPH_PRECISIONS  # the ONNX graphs an export may hold (int8: ONNX Runtime CPU)
 ALIASES = {
     "trt": "tensorrt",
@@ -24,6 +24,7 @@ ALIASES = {
     "ort-cpu": "onnxruntime-cpu",
     "cpu": "onnxruntime-cpu",
     "onnxruntime": "onnxruntime-cpu",
+    "ov": "openvino",
 }
 
 
@@ -48,14 +49,18 @@ def open_backend(
     verify_files: bool = True,
     precision: str | None = None,
     cpu_arena: bool = True,
+    performance_hint: str = "LATENCY",
 ) -> Backend:
-    """`precision` picks the ONNX graph for ONNX Runtime (PRECISIONS); TensorRT runs its engine.
-    `cpu_arena=False` turns ONNX Runtime's CPU memory arena off (see OnnxRuntimeBackend)."""
+    """`precision` picks the ONNX graph for ONNX Runtime (PRECISIONS) and the IR for OpenVINO
+    (fp32 / int8); TensorRT runs its engine. `cpu_arena=False` turns ONNX Runtime's CPU memory arena
+    off (see OnnxRuntimeBackend). `performance_hint`: OpenVINO's LATENCY or THROUGHPUT."""
     name = ALIASES.get(name, name)
     if name not in BACKENDS:
         raise BackendUnavailable(f"backend {name!r} is unknown; choose one of {', '.join(BACKENDS)}.")
     if name == "auto":
-        return _open_auto(spec, device_id, threads, verify_files, precision, cpu_arena)
+        return _open_auto(spec, device_id, threads, verify_files, precision, cpu_arena, performance_hint)
+    if name == "openvino":
+        return _open_openvino(spec, threads, verify_files, precision, performance_hint)
     if name == "tensorrt":
         from .tensorrt import TensorRTBackend
 
@@ -81,10 +86,13 @@ def _open_auto(
     verify_files: bool,
     precision: str | None,
     cpu_arena: bool = True,
+    performance_hint: str = "LATENCY",
 ) -> Backend:
     """TensorRT when the export has an engine and TensorRT is installed (a mismatched engine is an
-    error, not a reason to run slower), then ONNX Runtime CUDA, then ONNX Runtime CPU."""
+    error, not a reason to run slower), then ONNX Runtime CUDA, then on the CPU OpenVINO when the
+    export has IR and OpenVINO is installed (measured faster), else ONNX Runtime CPU."""
     from .onnxruntime import OnnxRuntimeBackend, cuda_provider_available
+    from .openvino import openvino_installed
     from .tensorrt import tensorrt_installed
 
     if spec.engine and tensorrt_installed():
@@ -98,9 +106,30 @@ def _open_auto(
             precision=precision, cpu_arena=cpu_arena,
         )  # fmt: skip
 
-    if not cuda_provider_available():
+    def cpu() -> Backend:
+        ir_fits = precision is None or precision in spec.openvino_models
+        if spec.openvino_models and ir_fits and openvino_installed():
+            return _open_openvino(spec, threads, verify_files, precision, performance_hint)
         return onnxruntime("cpu")
-    return first_that_opens(lambda: onnxruntime("cuda"), lambda: onnxruntime("cpu"))
+
+    if not cuda_provider_available():
+        return cpu()
+    return first_that_opens(lambda: onnxruntime("cuda"), cpu)
+
+
+def _open_openvino(
+    spec: ModelSpec, threads: int | None, verify_files: bool, precision: str | None, performance_hint: str
+) -> Backend:
+    from .openvino import OpenVinoBackend, default_cache_dir
+
+    return OpenVinoBackend(
+        spec,
+        threads=threads,
+        precision=precision,
+        verify_files=verify_files,
+        performance_hint=performance_hint,
+        cache_dir=default_cache_dir(),
+    )
 
 
 def first_that_opens(preferred: Callable[[], Backend], fallback: Callable[[], Backend]) -> Backend:
