@@ -115,7 +115,7 @@ def parse_resolution(_ctx, _param, value: str) -> tuple[int, int]:
 @click.option(
     "--openvino",
     is_flag=True,
-    help="Also write OpenVINO IR (model_openvino.xml/.bin; with --cpu-int8 an int8 IR), gated against fp32.",
+    help="Also write OpenVINO IR (model_openvino.xml/.bin; with --cpu-int8 an int8 IR) checked against fp32.",
 )
 @click.option(
     "--workspace-gib",
@@ -207,10 +207,10 @@ def preflight(folder: Path, version: str, precision: str, weak_typing: bool) -> 
 @click.option("--name", default="rmbg", show_default=True, help="Ensemble name (and prefix).")
 @click.option(
     "--network",
-    type=click.Choice(["tensorrt", "onnxruntime", "python"]),
+    type=click.Choice(["tensorrt", "onnxruntime", "openvino", "python"]),
     default="tensorrt",
     show_default=True,
-    help="tensorrt: the engine as a plan; onnxruntime: a graph; python: rmbg_runtime's own backends.",
+    help="tensorrt: the engine as a plan; onnxruntime: a graph; openvino: the IR; python: rmbg_runtime.",
 )
 @click.option("--kind", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True)
 @click.option("--instances", default=1, show_default=True, help="Network instances per device.")

@@ -80,7 +80,9 @@ def check_onnxruntime_cuda() -> BackendStatus:
     missing = _missing_libraries(("libcudart.so.12", "libcublas.so.12", "libcudnn.so.9"))
     if missing:
         return BackendStatus(
-            "onnxruntime-cuda", False, f"the CUDA/cuDNN libraries {', '.join(missing)} do not load; {CUDA_LIBRARIES}."
+            "onnxruntime-cuda",
+            False,
+            f"the CUDA/cuDNN libraries {', '.join(missing)} do not load; {CUDA_LIBRARIES}.",
         )
     return BackendStatus("onnxruntime-cuda", True, f"ONNX Runtime {ort.__version__} with CUDA")
 
@@ -106,7 +108,9 @@ def check_openvino() -> BackendStatus:
         return BackendStatus("openvino", False, f"OpenVINO is not installed; {INSTALL}.")
     devices = ov.Core().available_devices
     if "CPU" not in devices:
-        return BackendStatus("openvino", False, f"OpenVINO {ov.get_version()} sees no CPU device ({devices}).")
+        return BackendStatus(
+            "openvino", False, f"OpenVINO {ov.get_version()} sees no CPU device ({devices})."
+        )
     return BackendStatus("openvino", True, f"OpenVINO {ov.__version__.split('-')[0]} (CPU)")
 
 
@@ -146,7 +150,8 @@ def auto_choice(model_dir: Path) -> str:
 
 def report(model_dir: Path | None = None) -> list[str]:
     cpu = cpu_info()
-    lines = [f"CPU: {cpu.model}, {cpu.cores} cores; flags: {' '.join(cpu.flags) or 'none of ' + ', '.join(CPU_FLAGS)}"]
+    flags = " ".join(cpu.flags) or "none of " + ", ".join(CPU_FLAGS)
+    lines = [f"CPU: {cpu.model}, {cpu.cores} cores; flags: {flags}"]
     for status in backend_statuses():
         lines.append(f"{status.name:<17} {'loads' if status.loads else 'no':<6} {status.detail}")
     if model_dir is not None:

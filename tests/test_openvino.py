@@ -76,7 +76,9 @@ def test_deform_conv_mapping_matches_float64_reference(tmp_path, kernel_size):
     expected = reference(x, offset, mask, weight, bias, pad)
 
     deform_conv_graph(tmp_path / "d.onnx", weight, bias, pad)
-    compiled = ov.Core().compile_model(read_onnx(tmp_path / "d.onnx"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = ov.Core().compile_model(
+        read_onnx(tmp_path / "d.onnx"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
     feeds = {"x": x, "offset": offset, "mask": mask}
     got = compiled({name: value.astype(np.float32) for name, value in feeds.items()})[0]
     assert np.abs(got - expected).max() <= 1e-5
@@ -137,17 +139,6 @@ def test_ir_non_square_batch_two_matches_pytorch(export_graph, tmp_path):
 
 
 # ---- the export with --openvino, and the runtime on it
-
-
-@pytest.fixture(scope="session")
-def openvino_export(tmp_path_factory):
-    """A real export: fixture Swin-T weights, 256x256, batch up to 2, fp32 + int8 graphs and IR."""
-    from conftest import export_fixture_model
-
-    folder = tmp_path_factory.mktemp("openvino-export")
-    return export_fixture_model(
-        folder, height=256, width=256, max_batch=2, onnx_only=True, precision="fp32", cpu_int8=True, openvino=True
-    )
 
 
 @pytest.mark.slow
@@ -214,7 +205,10 @@ def test_without_openvino_auto_runs_onnxruntime_and_naming_it_is_an_error(openvi
     hidden = tmp_path / "hide"
     doctor = rmbg("doctor", "-m", openvino_export, hide_openvino=hidden)
     assert doctor.returncode == 0, doctor.stderr
-    assert "openvino          no     OpenVINO is not installed; pip install 'rmbg-toolkit[openvino]'." in doctor.stdout
+    assert (
+        "openvino          no     OpenVINO is not installed; pip install 'rmbg-toolkit[openvino]'."
+        in doctor.stdout
+    )
     assert f"auto for {openvino_export}: onnxruntime-cpu (int8 graph)" in doctor.stdout
 
     named = rmbg("remove", photo, "-m", openvino_export, "--backend", "openvino", "-o", tmp_path / "a.png",
@@ -238,7 +232,12 @@ def test_doctor_with_openvino_names_the_cpu_and_auto_picks_openvino(openvino_exp
     lines = result.stdout.splitlines()
     cpu = cpu_info()
     assert lines[0].startswith(f"CPU: {cpu.model}, ") and " ".join(cpu.flags) in lines[0]
-    assert [line.split()[0] for line in lines[1:5]] == ["tensorrt", "onnxruntime-cuda", "openvino", "onnxruntime-cpu"]
+    assert [line.split()[0] for line in lines[1:5]] == [
+        "tensorrt",
+        "onnxruntime-cuda",
+        "openvino",
+        "onnxruntime-cpu",
+    ]
     assert lines[3].startswith("openvino          loads  OpenVINO " + ov.__version__.split("-")[0])
     assert lines[5] == f"auto for {openvino_export}: openvino (int8 IR)"
 
@@ -278,7 +277,9 @@ def test_a_broken_ir_fails_the_export_and_leaves_no_model_json(tmp_path, monkeyp
             return getattr(self.node, name)
 
     monkeypatch.setattr(
-        conversion, "deform_conv_extension", lambda: ConversionExtension("DeformConv", lambda n: right(WithoutMask(n)))
+        conversion,
+        "deform_conv_extension",
+        lambda: ConversionExtension("DeformConv", lambda n: right(WithoutMask(n))),
     )
     with pytest.raises(ExportError, match="OpenVINO fp32 IR's masks differ from the fp32 ONNX graph"):
         export_fixture_model(
