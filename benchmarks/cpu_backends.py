@@ -215,8 +215,10 @@ def main() -> None:
         ("first start s", "first_start_s"), ("cached start s", "cached_start_s"),
         ("gate mask MAE vs fp32", "gate_mae"),
     ]  # fmt: skip
-    e2e_columns = [("backbone", "backbone"), ("photo", "photo"), ("rmbg remove ORT s", "onnxruntime-cpu"),
-                   ("rmbg remove OpenVINO s", "openvino"), ("export RSS GiB", "export_peak_rss_gib")]  # fmt: skip
+    e2e_columns = [
+        ("backbone", "backbone"), ("photo", "photo"), ("rmbg remove ORT s", "onnxruntime-cpu"),
+        ("rmbg remove OpenVINO s", "openvino"), ("export RSS GiB", "export_peak_rss_gib"),
+    ]  # fmt: skip
     size = f"{args.resolution}x{args.resolution}"
     text = (
         f"{cpu_line()}\n\n{size}, fixture weights, round-robin medians of {args.runs} runs.\n\n"
