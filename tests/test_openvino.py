@@ -290,3 +290,42 @@ def test_a_broken_ir_fails_the_export_and_leaves_no_model_json(tmp_path, monkeyp
     assert (folder / "model.onnx").is_file()
     assert not (folder / "model.json").exists()
     assert not list(folder.glob("model_openvino*")) and not list(folder.glob(".openvino-*"))
+
+
+@pytest.mark.slow
+def test_rmbg_serve_runs_the_openvino_backend(openvino_export):
+    import httpx
+    from test_server import Server, decoded, encoded, photo
+
+    from rmbg_runtime import Remover
+
+    server = Server(openvino_export, "--backend", "openvino")
+    try:
+        server.wait_ready()
+        model = httpx.get(f"{server.url}/v1/model", timeout=10).json()
+        assert model["backend"] == "openvino (int8 IR)"
+        image = photo(160, 120, seed=4)
+        mask = np.asarray(
+            decoded(server.post("/v1/remove", params={"mask_only": "true"}, content=encoded(image)))
+        )
+    finally:
+        server.stop()
+    expected = Remover(openvino_export, backend="openvino").predict_mask(image)
+    assert mask.shape == (120, 160)
+    assert np.abs(mask.astype(np.float64) / 255 - expected).max() <= 1 / 255 + 1e-6
+
+
+@pytest.mark.slow
+def test_rmbg_compare_openvino_against_onnxruntime(openvino_export, tmp_path):
+    """`rmbg compare --backend-a openvino` on the same export: fp32 IR against the fp32 graph agree."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for seed in range(2):
+        _photo(tmp_path).rename(images / f"p{seed}.png")
+    result = rmbg(
+        "compare", openvino_export, openvino_export, images, "--backend-a", "openvino",
+        "--precision-a", "fp32", "--backend-b", "onnxruntime-cpu", "--precision-b", "fp32",
+        "--out", tmp_path / "report", "--max-mae", "1e-3",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("2 images: mean MAE ")
