@@ -220,7 +220,8 @@ def main() -> None:
     ]  # fmt: skip
     size = f"{args.resolution}x{args.resolution}"
     text = (
-        f"{cpu_line()}\n\n{size}, fixture weights, round-robin medians of {args.runs} runs.\n\n"
+        f"{cpu_line()}\n\n{size}, fixture weights; batch 1: round-robin medians of {args.runs} runs in one "
+        "process; batch 4, peak RSS and starts: each engine in its own process.\n\n"
         f"{markdown_table(rows, columns)}\n\nEnd to end (one run each, default precision per backend):\n\n"
         f"{markdown_table(ends, e2e_columns)}\n"
     )
