@@ -113,6 +113,11 @@ def parse_resolution(_ctx, _param, value: str) -> tuple[int, int]:
     help="Photos to calibrate the int8 graph on (default: synthetic images, a weak calibration).",
 )
 @click.option(
+    "--openvino",
+    is_flag=True,
+    help="Also write OpenVINO IR (model_openvino.xml/.bin; with --cpu-int8 an int8 IR) checked against fp32.",
+)
+@click.option(
     "--workspace-gib",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
@@ -202,10 +207,10 @@ def preflight(folder: Path, version: str, precision: str, weak_typing: bool) -> 
 @click.option("--name", default="rmbg", show_default=True, help="Ensemble name (and prefix).")
 @click.option(
     "--network",
-    type=click.Choice(["tensorrt", "onnxruntime", "python"]),
+    type=click.Choice(["tensorrt", "onnxruntime", "openvino", "python"]),
     default="tensorrt",
     show_default=True,
-    help="tensorrt: the engine as a plan; onnxruntime: a graph; python: rmbg_runtime's own backends.",
+    help="tensorrt: the engine as a plan; onnxruntime: a graph; openvino: the IR; python: rmbg_runtime.",
 )
 @click.option("--kind", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True)
 @click.option("--instances", default=1, show_default=True, help="Network instances per device.")
@@ -216,7 +221,7 @@ def preflight(folder: Path, version: str, precision: str, weak_typing: bool) -> 
     "--engine-threads",
     type=click.IntRange(min=1),
     default=None,
-    help="The engine's intra-op threads per CPU network instance (ONNX Runtime) [every core].",
+    help="The engine's intra-op threads per CPU network instance (ONNX Runtime, OpenVINO) [every core].",
 )
 @click.option(
     "--precision",

@@ -1,4 +1,5 @@
-"""The export run: checkpoint -> fp32 ONNX -> (fp16 ONNX) -> (int8 ONNX) -> (TensorRT engine) -> model.json.
+"""The export run: checkpoint -> fp32 ONNX -> (fp16 ONNX) -> (int8 ONNX) -> (OpenVINO IR) -> (TensorRT engine)
+-> model.json.
 
 The stages are planned from the options before anything runs, so the progress lines count them
 exactly. Each stage writes under a temporary name and renames on success; model.json, which the
@@ -16,8 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rmbg_runtime.contract import GRAPH_FILES, INT8_RUNS_ON, METADATA_NAME, GraphEntry, ModelSpec
+from rmbg_runtime.contract import (
+    GRAPH_FILES,
+    INT8_RUNS_ON,
+    METADATA_NAME,
+    OPENVINO_FILES,
+    GraphEntry,
+    ModelSpec,
+)
 
+from .errors import ExportError
 from .files import atomic_output, sha256_file, write_json
 from .options import DEFAULT_DEFORM_CONV, EngineOptions, ExportOptions, validate
 
@@ -186,6 +195,39 @@ class ExportRun:
 
         return list(self.fp32_outputs) or run_graph(self.out / GRAPH_FILES["fp32"], self.inputs)
 
+    def convert_openvino(self) -> None:
+        """IR of the fp32 graph (and of the int8 one, which OpenVINO runs as int8), each gated
+        against the fp32 graph on the check images and the user's photos."""
+        from .openvino_ir import check_ir, import_openvino, ir_record, write_ir
+
+        inputs, references = self._gate_inputs()
+        version = import_openvino().__version__
+        for precision in ("fp32", "int8"):
+            if precision not in self.spec.graphs:
+                continue
+            xml = self.out / OPENVINO_FILES[precision]
+            write_ir(self.out / GRAPH_FILES[precision], xml, self.options.max_batch)
+            try:
+                agreement = check_ir(xml, precision, inputs, references)
+            except ExportError:
+                xml.unlink(missing_ok=True)  # a failed IR is never left looking usable
+                xml.with_suffix(".bin").unlink(missing_ok=True)
+                raise
+            self.log(
+                f"      {xml.name} vs fp32 ONNX: mask MAE {agreement.mask_mae:.2e}, max |diff| "
+                f"{agreement.max_abs_diff:.2e}, IoU@0.5 {agreement.iou_at_half:.5f}"
+            )
+            ir = ir_record(self.out, precision, GRAPH_FILES[precision], agreement)
+            self.spec = self.spec.with_openvino(version, precision, ir)
+
+    def _gate_inputs(self) -> tuple[list, list]:
+        """The export's check images and the user's calibration photos, with the fp32 graph's outputs."""
+        inputs, references = list(self.inputs), self._fp32_references()
+        c = self.calibrated
+        if c is not None and self.options.calibration_images is not None:
+            inputs, references = inputs + c.batches, references + c.calibration.outputs
+        return inputs, references
+
     def build_engine(self) -> None:
         from .tensorrt.build import build_engine
 
@@ -214,6 +256,8 @@ def plan_stages(run: ExportRun, options: ExportOptions) -> list[Stage]:
     if o.cpu_int8:
         stages.append(Stage("calibrate int8 ranges", run.calibrate_int8))
         stages.append(Stage("quantise int8 graph and check it against fp32", run.quantise_int8))
+    if o.openvino:
+        stages.append(Stage("convert to OpenVINO IR and check it against fp32", run.convert_openvino))
     if not o.onnx_only:
         stages.append(Stage("build TensorRT engine", run.build_engine))
         if o.verify:

@@ -45,6 +45,7 @@ class ExportOptions:
     onnx_only: bool = False
     cpu_int8: bool = False  # also an int8 graph for ONNX Runtime CPU, gated against fp32
     calibration_images: Path | None = None
+    openvino: bool = False  # also OpenVINO IR of each ONNX CPU graph, gated against fp32
     engine: EngineOptions = field(default_factory=EngineOptions)
 
 
@@ -65,6 +66,10 @@ def validate(options: ExportOptions) -> None:
         raise ExportError(f"--deform-conv native needs --opset 19 or later (got {options.opset}).")
     if options.calibration_images is not None and not options.cpu_int8:
         raise ExportError("--calibration-images calibrates the int8 graph; add --cpu-int8.")
+    if options.openvino:
+        from .openvino_ir import import_openvino
+
+        import_openvino()  # fail in a second, not after minutes of tracing
     if options.opset < 17:
         raise ExportError(f"--opset {options.opset} is too old: LayerNormalization needs 17 or later.")
     if not options.onnx_only:

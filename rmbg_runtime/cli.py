@@ -172,6 +172,7 @@ def build_cli():
 
     _add_serve(cli, click)
     _add_quality(cli, click)
+    _add_doctor(cli, click)
     return cli
 
 
@@ -457,6 +458,18 @@ def _add_quality(cli, click) -> None:
             )
             sys.exit(1)
         _exit_if_failed(summary)
+
+
+def _add_doctor(cli, click) -> None:
+    @cli.command()
+    @click.option("-m", "--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                  help="Export folder: also say which backend `auto` picks for it.")  # fmt: skip
+    def doctor(model_dir: Path | None) -> None:
+        """Which backends load here (and why not), the CPU and its flags, and `auto`'s choice."""
+        from .doctor import report
+
+        for line in report(model_dir):
+            click.echo(line)
 
 
 class Terminated(KeyboardInterrupt):

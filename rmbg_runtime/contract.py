@@ -24,6 +24,8 @@ SCHEMA_VERSION = 1
 METADATA_NAME = "model.json"
 ENGINE_NAME = "model.engine"
 GRAPH_FILES = {"fp32": "model.onnx", "fp16": "model_fp16.onnx", "int8": "model_int8.onnx"}
+# OpenVINO IR converted from each ONNX graph (xml; the .bin beside it has the same stem).
+OPENVINO_FILES = {"fp32": "model_openvino.xml", "int8": "model_openvino_int8.xml"}
 INT8_RUNS_ON = "onnxruntime-cpu"  # the int8 graph is QDQ for ONNX Runtime's CPU provider
 
 # What `rmbg-export --precision` makes: the export's main graph and the engine's precision.
@@ -179,6 +181,34 @@ class OnnxInfo:
         return _build(cls, data, graphs=graphs)
 
 
+@dataclass(frozen=True, kw_only=True)
+class OpenVinoModel:
+    """One OpenVINO IR (xml + bin), converted from an ONNX graph and gated against the fp32 graph."""
+
+    xml: str
+    xml_sha256: str
+    bin: str
+    bin_sha256: str
+    graph: str  # the ONNX file it was converted from
+    parity: Mapping[str, Any] = field(default_factory=dict)  # against the fp32 ONNX graph
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenVinoInfo:
+    """The export's OpenVINO IR, by precision (fp32, int8), and the OpenVINO that wrote them."""
+
+    version: str
+    models: Mapping[str, OpenVinoModel] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> OpenVinoInfo:
+        unknown = set(data["models"]) - set(OPENVINO_FILES)
+        if unknown:
+            raise ValueError(f"openvino models {sorted(unknown)} (known: {', '.join(OPENVINO_FILES)})")
+        models = {name: _build(OpenVinoModel, entry) for name, entry in data["models"].items()}
+        return _build(cls, data, models=models)
+
+
 @dataclass(frozen=True)
 class Profile:
     """TensorRT's optimisation profile: the (N, 3, H, W) shapes at batch min, opt and max."""
@@ -254,9 +284,10 @@ class ModelSpec:
     parity: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     tools: Mapping[str, str] = field(default_factory=dict)
     engine: EngineRecord | None = None
+    openvino: OpenVinoInfo | None = None  # absent in exports made without --openvino
     folder: Path = field(default=Path(), compare=False, metadata={"in_file": False})
 
-    _omit_when_none = ("engine",)
+    _omit_when_none = ("engine", "openvino")
 
     # ---- reading and writing
 
@@ -281,6 +312,7 @@ class ModelSpec:
                 batch=BatchRange.from_dict(raw["batch"]),
                 onnx=OnnxInfo.from_dict(raw["onnx"]),
                 engine=EngineRecord.from_dict(raw["engine"]) if raw.get("engine") else None,
+                openvino=OpenVinoInfo.from_dict(raw["openvino"]) if raw.get("openvino") else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ModelError(f"{source} lacks or mangles the field {err}; {REEXPORT}.") from None
@@ -306,6 +338,10 @@ class ModelSpec:
 
     def with_engine(self, engine: EngineRecord | None) -> ModelSpec:
         return dataclasses.replace(self, engine=engine)
+
+    def with_openvino(self, version: str, precision: str, ir: OpenVinoModel) -> ModelSpec:
+        models = {**(self.openvino.models if self.openvino else {}), precision: ir}
+        return dataclasses.replace(self, openvino=OpenVinoInfo(version=version, models=models))
 
     # ---- what readers ask
 
@@ -369,6 +405,20 @@ class ModelSpec:
 
     def graph_path(self, precision: str) -> Path:
         return self.folder / self.graph(precision).path
+
+    @property
+    def openvino_models(self) -> Mapping[str, OpenVinoModel]:
+        return self.openvino.models if self.openvino else {}
+
+    def openvino_ir(self, precision: str) -> OpenVinoModel:
+        ir = self.openvino_models.get(precision)
+        if ir is None:
+            raise ModelError(
+                f"{self.folder} has no OpenVINO {precision} IR; export again with --openvino"
+                + (" --cpu-int8" if precision == "int8" else "")
+                + " (e.g. `rmbg-export SOURCE --output DIR --onnx-only --openvino`)."
+            )
+        return ir
 
     @property
     def network_max_batch(self) -> int:

@@ -102,6 +102,22 @@ def exported_model_dir(tmp_path_factory):
     return export_fixture_model(folder, height=256, width=256, max_batch=3, onnx_only=True)
 
 
+@pytest.fixture(scope="session")
+def openvino_export(tmp_path_factory):
+    """A real export: fixture Swin-T weights, 256x256, batch up to 2, fp32 + int8 graphs and IR."""
+    folder = tmp_path_factory.mktemp("openvino-export")
+    return export_fixture_model(
+        folder,
+        height=256,
+        width=256,
+        max_batch=2,
+        onnx_only=True,
+        precision="fp32",
+        cpu_int8=True,
+        openvino=True,
+    )
+
+
 STAND_IN_DEVICE = {
     "gpu_name": "NVIDIA H100 80GB HBM3",
     "compute_capability": "9.0",

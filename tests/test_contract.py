@@ -129,3 +129,29 @@ def test_one_set_of_names_and_numbers():
 def test_engine_records_carry_their_profile_typed():
     record = EngineRecord.from_dict(v1()["engine"])
     assert record.max_batch == 2 and record.profile.as_dict() == v1()["engine"]["profile"]
+
+
+def test_openvino_ir_records_round_trip_and_a_file_without_them_has_none(tmp_path):
+    from rmbg_runtime.contract import OPENVINO_FILES, OpenVinoModel
+
+    assert read_model_spec(write(tmp_path / "old", v1())).openvino is None  # written before IR existed
+    ir = OpenVinoModel(
+        xml=OPENVINO_FILES["fp32"], xml_sha256="1" * 64, bin="model_openvino.bin", bin_sha256="2" * 64,
+        graph=GRAPH_FILES["fp32"], parity={"mask_mae": 1e-8, "max_abs_diff": 1e-7},
+    )  # fmt: skip
+    spec = ModelSpec.from_dict(v1(), "/x").with_openvino("2026.4.1", "fp32", ir)
+    raw = spec.to_dict()
+    assert raw["openvino"] == {"version": "2026.4.1", "models": {"fp32": _plain_ir(ir)}}
+    back = read_model_spec(write(tmp_path / "new", raw))
+    assert back.openvino_ir("fp32") == ir and back.to_dict() == raw
+    with pytest.raises(ModelError, match=r"has no OpenVINO int8 IR; export again with --openvino --cpu-int8"):
+        back.openvino_ir("int8")
+    raw["openvino"]["models"]["fp16"] = raw["openvino"]["models"]["fp32"]
+    with pytest.raises(ModelError, match=r"lacks or mangles the field .*openvino models \['fp16'\]"):
+        read_model_spec(write(tmp_path / "bad", raw))
+
+
+def _plain_ir(ir) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(ir)

@@ -232,3 +232,43 @@ def test_a_missing_graph_fails_before_anything_is_placed(exports, tmp_path):
         write_repository(broken, tmp_path / "repo", TritonOptions(network="onnxruntime"), log=quiet)
     assert list((tmp_path / "repo").iterdir()) == []
     assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+@pytest.mark.slow
+def test_openvino_network_serves_the_ir_and_python_on_cpu_picks_openvino(openvino_export, tmp_path):
+    """--network openvino: Triton's OpenVINO backend with the int8 IR as model.xml/.bin; --network
+    python --kind cpu on an export with IR: the runtime's openvino backend, IR beside model.json."""
+    pytest.importorskip("openvino")
+    spec = read_model_spec(openvino_export)
+    write_repository(
+        spec.folder, tmp_path / "ov", TritonOptions(network="openvino", kind="cpu", threads=2), quiet
+    )
+    configs = {f.name: parse_config(f) for f in (tmp_path / "ov").iterdir() if f.is_dir()}
+    net = configs["rmbg_network"]
+    assert net.backend == "openvino" and net.max_batch_size == spec.max_batch
+    assert net.parameters["PERFORMANCE_HINT"].string_value == "LATENCY"
+    assert net.parameters["INFERENCE_NUM_THREADS"].string_value == "2"
+    assert [t.name for t in net.input] == [spec.input_name] and [t.name for t in net.output] == [
+        spec.output_name
+    ]
+    version = tmp_path / "ov" / "rmbg_network" / "1"
+    ir = spec.openvino_ir("int8")
+    assert hashlib.sha256((version / "model.xml").read_bytes()).hexdigest() == ir.xml_sha256
+    assert hashlib.sha256((version / "model.bin").read_bytes()).hexdigest() == ir.bin_sha256
+    assert_ensemble_wiring(configs)
+
+    write_repository(spec.folder, tmp_path / "py", TritonOptions(network="python", kind="cpu"), quiet)
+    version = tmp_path / "py" / "rmbg_network" / "1"
+    assert parse_config(version.parent).parameters["backend"].string_value == "openvino"
+    assert read_model_spec(version).openvino_models == spec.openvino_models
+    assert all(
+        (version / ir.xml).is_file() and (version / ir.bin).is_file() for ir in spec.openvino_models.values()
+    )
+
+
+def test_openvino_network_needs_ir_and_the_cpu(exports, tmp_path):
+    with pytest.raises(ExportError, match="holds no OpenVINO IR; export with --openvino"):
+        write_repository(exports["fp32"], tmp_path, TritonOptions(network="openvino", kind="cpu"), quiet)
+    with pytest.raises(ExportError, match="served on the CPU here; use --kind cpu"):
+        write_repository(exports["fp32"], tmp_path, TritonOptions(network="openvino", kind="gpu"), quiet)
+    assert not list(tmp_path.iterdir())

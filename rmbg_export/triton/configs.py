@@ -15,13 +15,14 @@ from rmbg_runtime.triton import CUTOUT, ENSEMBLE_INPUT, MASK, PIXELS, PROBABILIT
 from ..errors import ExportError
 from .pbtxt import Enum
 
-NETWORKS = ("tensorrt", "onnxruntime", "python")
+NETWORKS = ("tensorrt", "onnxruntime", "openvino", "python")
 KINDS = ("gpu", "cpu")
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8"}
 RUNNERS = {
     "tensorrt": {"platform": "tensorrt_plan"},
     "onnxruntime": {"platform": "onnxruntime_onnx"},
-    "python": {"backend": "python"},  # rmbg_runtime's own backends (TensorRT, ONNX Runtime)
+    "openvino": {"backend": "openvino"},  # the IR as model.xml/model.bin in the version folder
+    "python": {"backend": "python"},  # rmbg_runtime's own backends (TensorRT, ONNX Runtime, OpenVINO)
 }
 
 
@@ -57,6 +58,13 @@ def validate(spec: ModelSpec, options: TritonOptions) -> None:
         )
     if options.network == "tensorrt" and options.kind == "cpu":
         raise ExportError("a TensorRT engine runs only on a GPU; use --kind gpu, or --network onnxruntime.")
+    if options.network == "openvino" and options.kind == "gpu":
+        raise ExportError("the OpenVINO IR is served on the CPU here; use --kind cpu, or --network tensorrt.")
+    if options.network == "openvino" and not spec.openvino_models:
+        raise ExportError(
+            f"{spec.folder} holds no OpenVINO IR; export with --openvino (e.g. `rmbg-export SOURCE --output "
+            "DIR --onnx-only --openvino`), or pick --network onnxruntime."
+        )
     if options.ort_tensorrt and (options.network != "onnxruntime" or options.kind != "gpu"):
         raise ExportError("--ort-tensorrt applies to --network onnxruntime --kind gpu only.")
     if options.instances < 1 or options.pre_post_instances < 1:
@@ -79,6 +87,21 @@ def onnx_graph_precision(spec: ModelSpec, options: TritonOptions) -> str:
     if options.ort_tensorrt:
         return "fp32"
     return default_precision(spec, "cpu" if options.kind == "cpu" else "cuda")
+
+
+def openvino_ir_precision(spec: ModelSpec) -> str:
+    """The IR rmbg_runtime's OpenVINO backend would run: int8 where the export made one."""
+    from rmbg_runtime.backends.openvino import default_precision as openvino_default
+
+    return openvino_default(spec)
+
+
+def python_backend(spec: ModelSpec, options: TritonOptions) -> str:
+    """The runtime backend a python-backend network opens: `auto` on a GPU; on a CPU OpenVINO when
+    the export holds IR, else ONNX Runtime CPU."""
+    if options.kind == "gpu":
+        return "auto"
+    return "openvino" if spec.openvino_models else "onnxruntime-cpu"
 
 
 def tensor(name: str, dtype: str, dims: list[int]) -> dict:
@@ -122,13 +145,15 @@ def _network_extras(spec: ModelSpec, options: TritonOptions) -> dict:
         facts = {"tensorrt_version": spec.engine.tensorrt_version, "built_on_gpu": spec.engine.gpu_name}
         return {"parameters": string_parameters(facts)}
     if options.network == "python":
-        backend = "auto" if options.kind == "gpu" else "onnxruntime-cpu"
         settings = {
-            "backend": backend,
+            "backend": python_backend(spec, options),
             "engine_threads": options.engine_threads,
             "precision": options.precision,
         }
         return {"parameters": string_parameters(settings)}
+    if options.network == "openvino":
+        hints = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": options.engine_threads}
+        return {"parameters": string_parameters(hints)}
     extras: dict = {}
     if options.engine_threads:
         extras["parameters"] = string_parameters({"intra_op_thread_count": options.engine_threads})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rmbg_runtime.contract import EngineRecord, ModelSpec
 
-from .configs import TritonOptions, onnx_graph_precision
+from .configs import TritonOptions, onnx_graph_precision, openvino_ir_precision, python_backend
 
 CONTAINER = "nvcr.io/nvidia/tritonserver:<yy.mm>-py3"
 
@@ -67,9 +67,11 @@ def _network_line(spec: ModelSpec, options: TritonOptions) -> str:
     if options.network == "onnxruntime":
         accelerator = " with ORT's TensorRT accelerator (fp16, engine cache)" if options.ort_tensorrt else ""
         return f"ONNX Runtime backend, {onnx_graph_precision(spec, options)} graph{accelerator}"
-    where = (
-        "rmbg_runtime's auto backend (TensorRT, else ONNX Runtime CUDA)"
-        if options.kind == "gpu"
-        else ("rmbg_runtime's ONNX Runtime CPU backend")
-    )
+    if options.network == "openvino":
+        return f"OpenVINO backend, {openvino_ir_precision(spec)} IR (model.xml/model.bin)"
+    where = {
+        "auto": "rmbg_runtime's auto backend (TensorRT, else ONNX Runtime CUDA)",
+        "openvino": "rmbg_runtime's OpenVINO backend (the export's IR)",
+        "onnxruntime-cpu": "rmbg_runtime's ONNX Runtime CPU backend",
+    }[python_backend(spec, options)]
     return f"python backend: {where}"

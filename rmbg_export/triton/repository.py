@@ -21,6 +21,7 @@ from .configs import (
     ensemble_config,
     network_config,
     onnx_graph_precision,
+    openvino_ir_precision,
     post_config,
     pre_config,
     validate,
@@ -91,6 +92,10 @@ def _network_files(spec: ModelSpec, options: TritonOptions, version: Path) -> No
         graph = spec.graph_path(onnx_graph_precision(spec, options))
         _link(graph, version / "model.onnx")
         _link_external_data(graph, version)
+    elif options.network == "openvino":
+        ir = spec.openvino_ir(openvino_ir_precision(spec))
+        _link(spec.folder / ir.xml, version / "model.xml")
+        _link(spec.folder / ir.bin, version / "model.bin")
     else:  # python: the runtime reads the export as it is, model.json included
         _link(spec.folder / METADATA_NAME, version / METADATA_NAME)
         for entry in spec.graphs.values():
@@ -98,6 +103,10 @@ def _network_files(spec: ModelSpec, options: TritonOptions, version: Path) -> No
             _link_external_data(spec.folder / entry.path, version)
         if spec.engine is not None and options.kind == "gpu":
             _link(spec.folder / spec.engine.path, version / spec.engine.path)
+        if options.kind == "cpu":
+            for ir in spec.openvino_models.values():
+                _link(spec.folder / ir.xml, version / ir.xml)
+                _link(spec.folder / ir.bin, version / ir.bin)
 
 
 def _link_external_data(graph: Path, version: Path) -> None:

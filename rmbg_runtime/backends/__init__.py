@@ -20,7 +20,7 @@ from ..contract import GRAPH_PRECISIONS
 from ..errors import BackendUnavailable
 from ..metadata import ModelSpec
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
+BACKENDS = ("auto", "tensorrt", "onnxruntime-cuda", "openvino", "onnxruntime-cpu")
 PRECISIONS = GRAPH_PRECISIONS  # the ONNX graphs an export may hold (int8: ONNX Runtime CPU)
 ALIASES = {
     "trt": "tensorrt",
@@ -29,6 +29,7 @@ ALIASES = {
     "ort-cpu": "onnxruntime-cpu",
     "cpu": "onnxruntime-cpu",
     "onnxruntime": "onnxruntime-cpu",
+    "ov": "openvino",
 }
 
 
@@ -105,6 +106,8 @@ def open_backend(spec: ModelSpec, config: BackendConfig | None = None) -> Backen
         raise BackendUnavailable(f"backend {name!r} is unknown; choose one of {', '.join(BACKENDS)}.")
     if name == "auto":
         return _open_auto(spec, config)
+    if name == "openvino":
+        return _open_openvino(spec, config)
     if name == "tensorrt":
         from .tensorrt import TensorRTBackend
 
@@ -116,8 +119,10 @@ def open_backend(spec: ModelSpec, config: BackendConfig | None = None) -> Backen
 
 def _open_auto(spec: ModelSpec, config: BackendConfig) -> Backend:
     """TensorRT when the export has an engine and TensorRT is installed (a mismatched engine is an
-    error, not a reason to run slower), then ONNX Runtime CUDA, then ONNX Runtime CPU."""
+    error, not a reason to run slower), then ONNX Runtime CUDA, then on the CPU OpenVINO when the
+    export has IR and OpenVINO is installed (measured faster), else ONNX Runtime CPU."""
     from .onnxruntime import OnnxRuntimeBackend, cuda_provider_available
+    from .openvino import openvino_installed
     from .tensorrt import tensorrt_installed
 
     if spec.engine and tensorrt_installed():
@@ -128,9 +133,21 @@ def _open_auto(spec: ModelSpec, config: BackendConfig) -> Backend:
     def onnxruntime(device: str) -> Backend:
         return OnnxRuntimeBackend(spec, config, device=device)
 
-    if not cuda_provider_available():
+    def cpu() -> Backend:
+        ir_fits = config.precision is None or config.precision in spec.openvino_models
+        if spec.openvino_models and ir_fits and openvino_installed():
+            return _open_openvino(spec, config)
         return onnxruntime("cpu")
-    return first_that_opens(lambda: onnxruntime("cuda"), lambda: onnxruntime("cpu"))
+
+    if not cuda_provider_available():
+        return cpu()
+    return first_that_opens(lambda: onnxruntime("cuda"), cpu)
+
+
+def _open_openvino(spec: ModelSpec, config: BackendConfig) -> Backend:
+    from .openvino import OpenVinoBackend
+
+    return OpenVinoBackend(spec, config)
 
 
 def first_that_opens(preferred: Callable[[], Backend], fallback: Callable[[], Backend]) -> Backend:

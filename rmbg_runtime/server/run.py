@@ -68,7 +68,7 @@ def serve(settings: ServerSettings) -> None:
 
 
 def on_cpu(backend: Backend) -> bool:
-    return backend.name.startswith("onnxruntime-cpu")
+    return backend.name.startswith(("onnxruntime-cpu", "openvino"))
 
 
 @dataclass
