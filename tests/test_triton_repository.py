@@ -241,7 +241,7 @@ def test_openvino_network_serves_the_ir_and_python_on_cpu_picks_openvino(openvin
     pytest.importorskip("openvino")
     spec = read_model_spec(openvino_export)
     write_repository(
-        spec.folder, tmp_path / "ov", TritonOptions(network="openvino", kind="cpu", threads=2), quiet
+        spec.folder, tmp_path / "ov", TritonOptions(network="openvino", kind="cpu", engine_threads=2), quiet
     )
     configs = {f.name: parse_config(f) for f in (tmp_path / "ov").iterdir() if f.is_dir()}
     net = configs["rmbg_network"]
