@@ -8,6 +8,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 DATA = Path(__file__).parent / "data"
@@ -169,3 +170,20 @@ def add_stand_in_engine(folder: Path, max_batch: int, tensorrt_version: str = "1
     )
     (folder / METADATA_NAME).write_text(json.dumps(spec.with_engine(record).to_dict()))
     return folder
+
+
+MAX_DIFF, MEAN_DIFF = 1e-3, 1e-4  # the conformance bound on probabilities (shared/conformance/README)
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+def assert_meets_fixture(prob, fx: dict) -> None:
+    """`prob` (B, 1, H, W) against the official code's recorded logits: the strided grid and corners."""
+    assert prob.shape == tuple(fx["output_shape"])
+    diff = np.abs(prob[:, :, ::16, ::16] - sigmoid(fx["strided_s16"]))
+    assert diff.max() <= MAX_DIFF and diff.mean() <= MEAN_DIFF, (diff.max(), diff.mean())
+    h, w = prob.shape[2:]
+    corners = [prob[0, 0, 0, 0], prob[0, 0, h // 2, w // 3], prob[-1, 0, -1, -1]]
+    np.testing.assert_allclose(corners, sigmoid(fx["corner_values"]), atol=MAX_DIFF)

@@ -50,11 +50,10 @@ def reference(x, offset, mask, weight, bias, pad):
     return out
 
 
-@pytest.mark.parametrize("kernel_size", [1, 3, 5, 7])
-def test_matches_direct_loop(kernel_size):
+def random_case(kernel_size: int) -> tuple[np.ndarray, ...]:
+    """(x, offset, mask, weight, bias) of a small deformable convolution, seeded by its kernel size."""
     rng = np.random.default_rng(kernel_size)
     batch, ch, out_ch, height, width = 2, 3, 4, 6, 5
-    pad = kernel_size // 2
     taps = kernel_size * kernel_size
     x = rng.standard_normal((batch, ch, height, width))
     # Offsets up to +-4 px push many taps past the border (partly and wholly outside).
@@ -62,6 +61,13 @@ def test_matches_direct_loop(kernel_size):
     mask = rng.uniform(0, 2, (batch, taps, height, width))
     weight = rng.standard_normal((out_ch, ch, kernel_size, kernel_size))
     bias = rng.standard_normal(out_ch)
+    return x, offset, mask, weight, bias
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 5, 7])
+def test_matches_direct_loop(kernel_size):
+    x, offset, mask, weight, bias = random_case(kernel_size)
+    pad = kernel_size // 2
     expected = reference(x, offset, mask, weight, bias, pad)
     got = deform_conv2d(*(torch.from_numpy(a).float() for a in (x, offset, mask, weight, bias)), pad)
     np.testing.assert_allclose(got.double().numpy(), expected, atol=2e-5, rtol=1e-5)

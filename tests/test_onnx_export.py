@@ -9,13 +9,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import fill, fixture_model, load_fixture
+from conftest import MAX_DIFF, MEAN_DIFF, assert_meets_fixture, fill, fixture_model, load_fixture
 
 from rmbg_export.onnx.fp16 import FP32_OP_TYPES
 from rmbg_export.onnx.trace import INPUT_NAME, OUTPUT_NAME
 from rmbg_export.onnx.verify import mask_agreement, nonfinite_tensors, ort_session, synthetic_images
 
-MAX_DIFF, MEAN_DIFF = 1e-3, 1e-4
 CASES = [
     ("swin_v1_t_legacy_b1_512x512", "native"),
     ("swin_v1_t_legacy_b1_512x512", "grid_sample"),
@@ -24,22 +23,13 @@ CASES = [
 ]
 
 
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
-
-
 @pytest.mark.parametrize(("name", "mode"), CASES)
 def test_graph_meets_conformance_bounds(name, mode, export_graph):
     """Traced at batch 1; the einops fixture runs at batch 2."""
     fx = load_fixture(name)
     session = ort_session(export_graph(name, mode, 512, 512))
     prob = session.run(None, {INPUT_NAME: fill.conformance_input(tuple(fx["input_shape"]))})[0]
-    assert prob.shape == tuple(fx["output_shape"])
-    diff = np.abs(prob[:, :, ::16, ::16] - sigmoid(fx["strided_s16"]))
-    assert diff.max() <= MAX_DIFF and diff.mean() <= MEAN_DIFF, (diff.max(), diff.mean())
-    h, w = prob.shape[2:]
-    corners = [prob[0, 0, 0, 0], prob[0, 0, h // 2, w // 3], prob[-1, 0, -1, -1]]
-    np.testing.assert_allclose(corners, sigmoid(fx["corner_values"]), atol=MAX_DIFF)
+    assert_meets_fixture(prob, fx)
 
 
 @pytest.mark.parametrize("mode", ["native", "grid_sample"])

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_deform_conv import reference
+from conftest import MAX_DIFF, MEAN_DIFF, assert_meets_fixture
+from test_deform_conv import random_case, reference
 
 ov = pytest.importorskip("openvino")
 
@@ -65,14 +66,8 @@ def test_deform_conv_mapping_matches_float64_reference(tmp_path, kernel_size):
     [0, 2] as the network makes it."""
     from rmbg_export.openvino_ir import read_onnx
 
-    rng = np.random.default_rng(kernel_size)
-    batch, ch, out_ch, height, width = 2, 3, 4, 6, 5
-    pad, taps = kernel_size // 2, kernel_size * kernel_size
-    x = rng.standard_normal((batch, ch, height, width))
-    offset = rng.uniform(-4, 4, (batch, 2 * taps, height, width))
-    mask = rng.uniform(0, 2, (batch, taps, height, width))
-    weight = rng.standard_normal((out_ch, ch, kernel_size, kernel_size))
-    bias = rng.standard_normal(out_ch)
+    x, offset, mask, weight, bias = random_case(kernel_size)
+    pad = kernel_size // 2
     expected = reference(x, offset, mask, weight, bias, pad)
 
     deform_conv_graph(tmp_path / "d.onnx", weight, bias, pad)
@@ -85,12 +80,6 @@ def test_deform_conv_mapping_matches_float64_reference(tmp_path, kernel_size):
 
 
 # ---- the IR against the official code's fixture outputs (the conformance bound)
-
-MAX_DIFF, MEAN_DIFF = 1e-3, 1e-4
-
-
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
 def ir_of(onnx_path, tmp_path, max_batch: int = 4):
@@ -112,12 +101,7 @@ def test_ir_meets_conformance_bounds(name, export_graph, tmp_path):
     fx = load_fixture(name)
     xml = ir_of(export_graph(name, "native", 512, 512), tmp_path)
     (prob,) = run_ir(xml, [fill.conformance_input(tuple(fx["input_shape"]))])
-    assert prob.shape == tuple(fx["output_shape"])
-    diff = np.abs(prob[:, :, ::16, ::16] - sigmoid(fx["strided_s16"]))
-    assert diff.max() <= MAX_DIFF and diff.mean() <= MEAN_DIFF, (diff.max(), diff.mean())
-    h, w = prob.shape[2:]
-    corners = [prob[0, 0, 0, 0], prob[0, 0, h // 2, w // 3], prob[-1, 0, -1, -1]]
-    np.testing.assert_allclose(corners, sigmoid(fx["corner_values"]), atol=MAX_DIFF)
+    assert_meets_fixture(prob, fx)
 
 
 @pytest.mark.slow
