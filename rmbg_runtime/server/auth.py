@@ -7,12 +7,12 @@ compared in constant time and never logged."""
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 from pathlib import Path
 
 from ..errors import RmbgError
+from .limits import send_json_error
 
 log = logging.getLogger("rmbg.serve")
 ENV_VARIABLE = "RMBG_API_KEYS"
@@ -95,11 +95,4 @@ class ApiKeyGuard:
         self.on_refused(scope)
         reason = "no API key" if key is None else "an API key that is not valid"
         detail = f"the request has {reason}; send one as 'X-Api-Key: KEY' or 'Authorization: Bearer KEY'."
-        body = json.dumps({"detail": detail}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", b'Bearer realm="rmbg"'),
-        ]
-        await send({"type": "http.response.start", "status": 401, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_json_error(send, 401, detail, (b"www-authenticate", b'Bearer realm="rmbg"'))

@@ -26,6 +26,14 @@ class BodyTooSlow(Exception):
         )
 
 
+async def send_json_error(send, status: int, detail: str, *headers: tuple[bytes, bytes]) -> None:
+    """A whole JSON error response (`{"detail": ...}`) sent from ASGI middleware, before any route."""
+    body = json.dumps({"detail": detail}).encode()
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
+
+
 def too_large_message(limit: int) -> str:
     return f"{BodyTooLarge(limit)}; send a smaller image or start the server with a larger --max-body-mb."
 
@@ -55,14 +63,7 @@ class BodyLimit:
         return await self.app(scope, limited_receive, send)
 
     async def _refuse(self, send) -> None:
-        body = json.dumps({"detail": too_large_message(self.max_bytes)}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_json_error(send, 413, too_large_message(self.max_bytes), (b"connection", b"close"))
 
 
 class BodyDeadline:
