@@ -69,7 +69,16 @@ def gpu_name() -> str | None:
 
 def machine() -> dict:
     versions = {}
-    for name in ("numpy", "pillow", "torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "cuda-python"):
+    for name in (
+        "numpy",
+        "pillow",
+        "torch",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "tensorrt",
+        "cuda-python",
+        "openvino",
+    ):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
