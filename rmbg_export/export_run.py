@@ -32,6 +32,7 @@ from .options import DEFAULT_DEFORM_CONV, EngineOptions, ExportOptions, validate
 
 if TYPE_CHECKING:
     from .onnx.calibration import Calibration
+    from .onnx.fp16 import Fp32Scope
 
 __all__ = ["DEFAULT_DEFORM_CONV", "EngineOptions", "ExportOptions", "ExportRun", "Stage", "run_export"]
 
@@ -77,6 +78,7 @@ class ExportRun:
         self.scratch: Path | None = None  # a temporary folder for intermediate graphs
         self.calibrated: Calibrated | None = None
         self.int8_float_convs: dict[str, tuple[str, ...]] = {}  # declared on the model's modules
+        self.fp32_scopes: tuple[Fp32Scope, ...] = ()  # declared on the model's modules, for fp16
 
     def run(self) -> Path:
         with tempfile.TemporaryDirectory(prefix="rmbg-export-") as scratch:
@@ -113,6 +115,10 @@ class ExportRun:
             f"({info.patch_order_origin}), sha256 {info.sha256[:12]}"
         )
         self.spec = initial_spec(info, o)
+        if o.precision == "fp16":
+            from .onnx.fp16 import declared_fp32_scopes
+
+            self.fp32_scopes = declared_fp32_scopes(self.model)
         if o.cpu_int8:
             from .onnx.int8 import declared_float_convs
 
@@ -139,7 +145,7 @@ class ExportRun:
         self.spec = self.spec.with_parity("fp32_onnx_vs_torch", parity.as_dict())
 
     def derive_fp16(self) -> None:
-        _write_fp16(self.out / GRAPH_FILES["fp32"], self.out / GRAPH_FILES["fp16"])
+        _write_fp16(self.out / GRAPH_FILES["fp32"], self.out / GRAPH_FILES["fp16"], self.fp32_scopes)
         self._add_graph("fp16")
 
     def verify_fp16(self) -> None:
@@ -231,7 +237,9 @@ class ExportRun:
     def build_engine(self) -> None:
         from .tensorrt.build import build_engine
 
-        self.spec = self.spec.with_engine(build_engine(self.spec, self.options.engine, self.log))
+        self.spec = self.spec.with_engine(
+            build_engine(self.spec, self.options.engine, self.fp32_scopes, self.log)
+        )
 
     def verify_engine(self) -> None:
         from .tensorrt.build import verify_engine
@@ -275,12 +283,12 @@ def _trace(model, path: Path, options: ExportOptions) -> None:
         )
 
 
-def _write_fp16(fp32_path: Path, fp16_path: Path) -> None:
+def _write_fp16(fp32_path: Path, fp16_path: Path, fp32_scopes: tuple[Fp32Scope, ...]) -> None:
     import onnx
 
     from .onnx.fp16 import to_mixed_precision
 
-    mixed = to_mixed_precision(onnx.load(str(fp32_path)))
+    mixed = to_mixed_precision(onnx.load(str(fp32_path)), fp32_scopes)
     with atomic_output(fp16_path) as partial:
         onnx.save(mixed, str(partial))
 

@@ -60,7 +60,7 @@ def export_graph(tmp_path_factory):
     def export(name: str, mode: str, height: int, width: int, fp16: bool = False) -> Path:
         import onnx
 
-        from rmbg_export.onnx.fp16 import to_mixed_precision
+        from rmbg_export.onnx.fp16 import declared_fp32_scopes, to_mixed_precision
         from rmbg_export.onnx.trace import trace_to_onnx
 
         path = folder / f"{name}_{mode}_{height}x{width}.onnx"
@@ -69,7 +69,8 @@ def export_graph(tmp_path_factory):
         if not fp16:
             return path
         mixed = path.with_name(path.stem + "_fp16.onnx")
-        onnx.save(to_mixed_precision(onnx.load(str(path))), str(mixed))
+        declared = declared_fp32_scopes(fixture_model(name))
+        onnx.save(to_mixed_precision(onnx.load(str(path)), declared), str(mixed))
         return mixed
 
     return export

@@ -301,11 +301,13 @@ def test_cuda_errors_name_the_error_and_the_fix():
 
 
 def test_fp32_islands_are_what_the_mixed_graph_keeps_in_fp32(export_graph):
-    from rmbg_export.onnx.fp16 import fp32_islands
+    from conftest import fixture_model
+
+    from rmbg_export.onnx.fp16 import declared_fp32_scopes, fp32_islands
 
     fp32 = onnx.load(str(export_graph(LEGACY, "grid_sample", 256, 256)))
     mixed = onnx.load(str(export_graph(LEGACY, "grid_sample", 256, 256, fp16=True)))
-    islands = fp32_islands(fp32.graph)
+    islands = fp32_islands(fp32.graph, declared_fp32_scopes(fixture_model(LEGACY)))
     ops = {n.name: n.op_type for n in fp32.graph.node}
     counts = {
         op: sum(1 for n in islands if ops[n] == op) for op in ("LayerNormalization", "Softmax", "GridSample")

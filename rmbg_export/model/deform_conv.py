@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .precision import Fp32Island
 from .shapes import static_shape
 
 
@@ -93,6 +94,14 @@ class _OnnxDeformConv(torch.autograd.Function):
 
 class DeformConv2d(nn.Module):
     """DCNv2 layer laid out as BiRefNet's `DeformableConv2d` (same parameter names)."""
+
+    # The fp16 graph computes the sampling in fp32: the tap coordinates reach ~263 px at 1024 input,
+    # where fp16's steps are 1/8-1/4 px, and the grid, the sampling and the modulation read them. The
+    # offset and modulator convolutions before them and the contraction with the weights after them
+    # (the grid_sample form's MatMul) are ordinary fp16 work.
+    keep_fp32_in_fp16 = Fp32Island(
+        "deformable sampling", fp16_children=("offset_conv", "modulator_conv"), fp16_ops=("MatMul",)
+    )
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int) -> None:
         super().__init__()

@@ -2,22 +2,106 @@
 
 fp16 weights and convolution / matmul compute; fp32 where fp16 breaks:
 - LayerNormalization (variance of 1536-wide tokens overflows and loses digits in fp16),
-- attention logits and softmax (q·k, relative-position bias, shift mask, Softmax),
-- the deformable sampling path (coordinates reach ~263 px: fp16 steps there are 1/8-1/4 px),
+- attention logits and softmax (q·k, relative-position bias, shift mask, Softmax), found from each
+  Softmax back to q·k, whatever the module,
+- what the modules declare (`keep_fp32_in_fp16`, resolved to exact node names by
+  `declared_fp32_scopes`): the deformable sampling (model/deform_conv.py says why),
 - the final Sigmoid, and graph inputs / outputs (fp32 contract with the runtime).
+`fp32_islands` is the one list of these nodes, for building the fp16 graph and for pinning layers in
+weakly typed TensorRT builds.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
-from collections.abc import Iterable
+from dataclasses import dataclass
 
 import onnx
 
+from ..errors import ExportError
+
 FP32_OP_TYPES = ("LayerNormalization", "Softmax", "GridSample", "DeformConv", "Sigmoid", "Resize")
 ATTENTION_CHAIN_OPS = ("Add", "Mul", "Reshape", "MatMul")
-DEFORM_SCOPE = "/atrous_conv/"
-DEFORM_FP16_SCOPES = ("/offset_conv/", "/modulator_conv/")
+ATTENTION_LOGITS = "attention logits"
+
+
+@dataclass(frozen=True)
+class Fp32Scope:
+    """A module's `keep_fp32_in_fp16` declaration, placed in the traced graph: the nodes under `scope`
+    compute in fp32, except those under `fp16_scopes` (its children) and those of `fp16_ops`."""
+
+    rule: str
+    module: str  # its path in the model, for messages
+    scope: str
+    fp16_scopes: tuple[str, ...]
+    fp16_ops: tuple[str, ...]
+
+    def nodes(self, graph: onnx.GraphProto) -> list[str]:
+        """Its fp32 nodes; refuses a graph with none, or with a second call's nodes (`<scope>_1/`),
+        which names would not find."""
+        repeated = re.compile(re.escape(self.scope) + r"_\d+/")
+        twin = next((node.name for node in graph.node if repeated.match(node.name)), None)
+        if twin is not None:
+            raise ExportError(
+                f"the traced graph has {twin}, from a second call of {self.module} or a module called "
+                f"from elsewhere under its name, so names cannot keep {self.rule!r} in fp32; export with "
+                "--precision fp32 (a module that declares keep_fp32_in_fp16 must run once, from its parent)."
+            )
+        nodes = [
+            node.name
+            for node in graph.node
+            if in_scope(node.name, self.scope)
+            and not any(in_scope(node.name, child) for child in self.fp16_scopes)
+            and node.op_type not in self.fp16_ops
+        ]
+        if not nodes:
+            raise ExportError(
+                f"the traced graph has no node under {self.scope}, where {self.module} keeps {self.rule!r} "
+                "in fp32 (the module does not run, or this torch names traced nodes differently); export "
+                "with --precision fp32."
+            )
+        return nodes
+
+
+def in_scope(node_name: str, scope: str) -> bool:
+    """Whole scope components only: /a/conv_out holds /a/conv_out/Conv, not /a/conv_out1/Conv."""
+    return node_name.startswith(scope + "/")
+
+
+def declared_fp32_scopes(model) -> tuple[Fp32Scope, ...]:
+    """Every module of `model` (our BiRefNet) that declares `keep_fp32_in_fp16`, with its scope and
+    its fp16 children's in the traced graph (`trace.node_scopes`)."""
+    from .trace import node_scopes
+
+    scopes = node_scopes(model)
+    declared = []
+    for path, module in model.named_modules():
+        island = getattr(module, "keep_fp32_in_fp16", None)
+        if island is None:
+            continue
+        children = [".".join(p for p in (path, child) if p) for child in island.fp16_children]
+        for name in (path, *children):
+            model.get_submodule(name)  # a declared child that does not exist fails here, by name
+            _require_one_owner(scopes, name)
+        declared.append(
+            Fp32Scope(
+                rule=island.rule,
+                module=path,
+                scope=scopes[path],
+                fp16_scopes=tuple(scopes[child] for child in children),
+                fp16_ops=tuple(island.fp16_ops),
+            )
+        )
+    return tuple(declared)
+
+
+def _require_one_owner(scopes: dict[str, str], path: str) -> None:
+    """No other module's nodes may be named within `path`'s scope or like its repeated calls'."""
+    mine = re.compile(re.escape(scopes[path]) + r"(_\d+)?$")
+    others = [other for other, scope in scopes.items() if other != path and mine.match(scope)]
+    if others:
+        raise ValueError(f"{path} and {others[0]} have the same scope {scopes[path]} in the traced graph")
 
 
 def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
@@ -42,38 +126,38 @@ def attention_logit_nodes(graph: onnx.GraphProto) -> set[str]:
     return keep
 
 
-def deform_sampling_nodes(graph: onnx.GraphProto) -> set[str]:
-    """Everything inside a deformable convolution except its offset/modulator convs and final MatMul."""
-    return {
-        node.name
-        for node in graph.node
-        if DEFORM_SCOPE in node.name
-        and not any(scope in node.name for scope in DEFORM_FP16_SCOPES)
-        and node.op_type != "MatMul"
-    }
+def fp32_nodes_by_rule(graph: onnx.GraphProto, declared: tuple[Fp32Scope, ...]) -> dict[str, list[str]]:
+    """rule -> the nodes kept fp32 by name, beyond the op types of FP32_OP_TYPES: the attention
+    logits, and the nodes of each declared module (`declared_fp32_scopes`)."""
+    kept = {ATTENTION_LOGITS: sorted(attention_logit_nodes(graph))}
+    for island in declared:
+        kept.setdefault(island.rule, []).extend(island.nodes(graph))
+    return kept
 
 
-def fp32_node_names(graph: onnx.GraphProto) -> set[str]:
-    return attention_logit_nodes(graph) | deform_sampling_nodes(graph)
+def fp32_node_names(graph: onnx.GraphProto, declared: tuple[Fp32Scope, ...]) -> set[str]:
+    return {name for names in fp32_nodes_by_rule(graph, declared).values() for name in names}
 
 
-def fp32_islands(graph: onnx.GraphProto) -> set[str]:
+def fp32_islands(graph: onnx.GraphProto, declared: tuple[Fp32Scope, ...]) -> set[str]:
     """Every node that computes in fp32 in the mixed graph: the one definition used both to build the
     fp16 graph and to pin layers in weakly typed TensorRT builds (same node names in the fp32 graph)."""
-    return fp32_node_names(graph) | {node.name for node in graph.node if node.op_type in FP32_OP_TYPES}
+    return fp32_node_names(graph, declared) | {n.name for n in graph.node if n.op_type in FP32_OP_TYPES}
 
 
-def to_mixed_precision(model: onnx.ModelProto, extra_fp32_ops: Iterable[str] = ()) -> onnx.ModelProto:
+def to_mixed_precision(model: onnx.ModelProto, declared: tuple[Fp32Scope, ...]) -> onnx.ModelProto:
+    """The fp16 graph of the fp32 graph `model`, with `declared` (`declared_fp32_scopes` of the model it
+    was traced from) among its fp32 islands."""
     from onnxconverter_common import float16
 
-    op_block_list = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(FP32_OP_TYPES) | set(extra_fp32_ops))
+    op_block_list = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(FP32_OP_TYPES))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # one warning per weight below fp16's smallest normal
         mixed = float16.convert_float_to_float16(
             model,
             keep_io_types=True,
             op_block_list=op_block_list,
-            node_block_list=sorted(fp32_node_names(model.graph)),
+            node_block_list=sorted(fp32_node_names(model.graph, declared)),
         )
     return remove_fp16_round_trips(restore_fp32_outputs(mixed))
 

@@ -17,6 +17,7 @@ from ..options import DEFAULT_OPSET
 from .fold import fold_batchnorms
 
 NETWORK_SCOPE = "net"  # ProbabilityModel.net: the graph's parameter names start with "net."
+_CONTAINERS = (nn.ModuleList, nn.ModuleDict)  # never called: no scope of their own in node names
 
 
 class ProbabilityModel(nn.Module):
@@ -28,6 +29,37 @@ class ProbabilityModel(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.net(image))
+
+
+def node_scopes(net: nn.Module) -> dict[str, str]:
+    """Module path in `net` -> the scope that torch.onnx's tracer writes before the names of the nodes
+    that module computes, once `net` is wrapped in ProbabilityModel. Each module on the call path adds
+    one component: its attribute name with the list indices after it (torch.onnx's
+    `_unqualified_variable_name`); containers that are never called (ModuleList, ModuleDict) add none
+    and own no scope. decoder.decoder_block1.dec_att.aspp_deforms.0.atrous_conv ->
+    /net/decoder/decoder_block1/dec_att/aspp_deforms.0/atrous_conv.
+
+    This holds for a module that its parent calls once. One called from elsewhere (the backbone calls
+    each stage's `downsample`) has no node in its scope; one called twice (the backbone's half-scale
+    pass) has its second call's nodes named `<scope>_1`, and its children's `<child>_1`."""
+    return {
+        path: _node_scope(net, path)
+        for path, module in net.named_modules()
+        if not isinstance(module, _CONTAINERS)
+    }
+
+
+def _node_scope(net: nn.Module, path: str) -> str:
+    atoms = [NETWORK_SCOPE, *path.split(".")] if path else [NETWORK_SCOPE]
+    components = [""]  # the wrapper, the tracer's root, has no name
+    for end in range(1, len(atoms) + 1):
+        if isinstance(net.get_submodule(".".join(atoms[1:end])), _CONTAINERS):
+            continue
+        start = end - 1
+        while start > 0 and atoms[start].isnumeric():
+            start -= 1
+        components.append(".".join(atoms[start:end]))
+    return "/".join(components)
 
 
 def prepare_for_export(model: BiRefNet, deform_conv: str) -> ProbabilityModel:

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rmbg_runtime.contract import ENGINE_NAME, GRAPH_FILES, EngineRecord, ModelSpec
 
@@ -28,6 +29,9 @@ from .plan import (
     workspace_bytes,
 )
 from .timing_cache import attach_timing_cache, save_timing_cache
+
+if TYPE_CHECKING:
+    from ..onnx.fp16 import Fp32Scope
 
 ENGINE_MAX_MAE = 2e-3
 ENGINE_MIN_IOU = 0.99
@@ -147,13 +151,18 @@ def _config(trt, builder, network, plan: BuildPlan, spec: ModelSpec, options: En
     return config, profile, monitor
 
 
-def build_engine(spec: ModelSpec, options: EngineOptions, log: Callable[[str], None]) -> EngineRecord:
+def build_engine(
+    spec: ModelSpec, options: EngineOptions, fp32_scopes: tuple[Fp32Scope, ...], log: Callable[[str], None]
+) -> EngineRecord:
     """Build the engine for the export `spec` describes (its graphs are written) into
-    spec.folder/model.engine, and return its record for model.json (without parity: verify_engine)."""
-    return engine_record(_build(spec, options, log), options)
+    spec.folder/model.engine, and return its record for model.json (without parity: verify_engine).
+    `fp32_scopes` (`declared_fp32_scopes`) are among the fp32 islands that weakly typed builds pin."""
+    return engine_record(_build(spec, options, fp32_scopes, log), options)
 
 
-def _build(spec: ModelSpec, options: EngineOptions, log: Callable[[str], None]) -> BuiltEngine:
+def _build(
+    spec: ModelSpec, options: EngineOptions, fp32_scopes: tuple[Fp32Scope, ...], log: Callable[[str], None]
+) -> BuiltEngine:
     import onnx
     import tensorrt as trt
 
@@ -176,7 +185,9 @@ def _build(spec: ModelSpec, options: EngineOptions, log: Callable[[str], None]) 
     log(f"      {where}: {plan.describe()}")
     builder = trt.Builder(logger)
     network, _parser = _parse(trt, builder, logger, graph, plan)
-    pinned = pin_fp32_layers(trt, network, fp32_islands(model.graph)) if plan.pin_fp32_layers else 0
+    pinned = (
+        pin_fp32_layers(trt, network, fp32_islands(model.graph, fp32_scopes)) if plan.pin_fp32_layers else 0
+    )
     if plan.pin_fp32_layers:
         log(f"      {pinned} layers pinned to fp32")
     default_cache = out / timing_cache_name(device["gpu_name"], trt.__version__)
