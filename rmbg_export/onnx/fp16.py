@@ -101,7 +101,10 @@ def _require_one_owner(scopes: dict[str, str], path: str) -> None:
     mine = re.compile(re.escape(scopes[path]) + r"(_\d+)?$")
     others = [other for other, scope in scopes.items() if other != path and mine.match(scope)]
     if others:
-        raise ValueError(f"{path} and {others[0]} have the same scope {scopes[path]} in the traced graph")
+        raise ValueError(
+            f"{path}'s nodes cannot be told from {others[0]}'s in the traced graph "
+            f"({scopes[path]}, {scopes[others[0]]})"
+        )
 
 
 def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
