@@ -96,15 +96,17 @@ class MaskSmoother:
             return alpha.copy()
         state, change, weight = self._state, self._change, self._weight
         np.subtract(alpha, state, out=change, dtype=np.float32)  # signed change
-        # weight = min_weight + (1 - min_weight) * clip((|change| - noise) / (motion - noise), 0, 1)
+        # weight = clip(min_weight + slope * (|change| - noise), min_weight, 1), in place (one
+        # pass per operation over a frame-sized array: the cost is memory traffic)
+        slope = (1 - self.min_weight) / (self.motion - self.noise)
         np.abs(change, out=weight)
-        weight -= np.float32(self.noise)
-        weight *= np.float32((1 - self.min_weight) / (self.motion - self.noise))
-        np.clip(weight, 0, np.float32(1 - self.min_weight), out=weight)
-        weight += np.float32(self.min_weight)
+        weight *= np.float32(slope)
+        weight += np.float32(self.min_weight - slope * self.noise)
+        np.clip(weight, np.float32(self.min_weight), np.float32(1), out=weight)
         change *= weight
         state += change
-        return _to_levels(state)
+        np.add(state, np.float32(0.5), out=change)  # round half up (state is within [0, 255])
+        return change.astype(np.uint8)
 
 
 def _checked(alpha: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
@@ -114,8 +116,3 @@ def _checked(alpha: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
     if shape is not None and alpha.shape != shape:
         raise ValueError(f"frame of shape {alpha.shape} after frames of {shape}: one MaskSmoother per clip")
     return alpha
-
-
-def _to_levels(state: np.ndarray) -> np.ndarray:
-    """Round half up to uint8 (the state stays within [0, 255]: a convex mix of uint8 values)."""
-    return (state + np.float32(0.5)).astype(np.uint8)
