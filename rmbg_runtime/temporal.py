@@ -40,10 +40,10 @@ per-pixel filter removes: a hard edge that wobbles by a fraction of a pixel chan
 much as an edge that moves, so that wobble passes through (the benchmark's no-model scenario).
 
 The state is one float32 array the size of a frame (it does not grow with the clip); the work is a
-few vectorised passes over it: 4-10 ms per 1080p frame on a 2-core AMD EPYC (load 1-5). In and out:
-uint8 (H, W); the first frame passes through unchanged, a pixel whose mask never changes stays
-exactly its value, the output never leaves the range of the values seen at a pixel, and it is the
-state rounded to the nearest level.
+few vectorised passes over it: 3-4 ms per 1080p frame on a 2-core AMD EPYC (more when it is busy).
+In and out: uint8 (H, W); the first frame passes through unchanged, a pixel whose mask never
+changes stays exactly its value, the output never leaves the range of the values seen at a pixel,
+and it is the state rounded to the nearest level.
 """
 
 from __future__ import annotations
@@ -57,7 +57,10 @@ DEFAULT_MOTION = 32  # levels: changes from this up pass through at once
 
 class MaskSmoother:
     """One per clip: call it with each frame's uint8 (H, W) alpha in frame order; it returns the
-    smoothed uint8 (H, W) alpha."""
+    smoothed uint8 (H, W) alpha.
+
+    `min_weight`: the weight of changes up to `noise` levels (of 255), i.e. noise is averaged over
+    about 1 / min_weight frames; changes of `motion` levels or more replace the state at once."""
 
     def __init__(
         self,
