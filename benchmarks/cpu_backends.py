@@ -2,7 +2,7 @@
 
 For each backbone: a real export (`rmbg-export --onnx-only --cpu-int8 --openvino`, fixture weights
 from tests/data/fill.py unless --checkpoint, max batch 4) at --resolution. Then
-- latency: one process opens the four engines (rmbg_runtime's backends) and runs them round-robin,
+- latency: one process opens the engines (rmbg_runtime's backends) and runs them round-robin,
   so that noise from other work on the machine falls on all of them alike: batch-1 latency (median
   over --runs);
 - throughput, start and memory: each engine in its own process (peak RSS its own; four engines
@@ -37,8 +37,17 @@ ENGINES = [
     ("ORT fp32", "onnxruntime-cpu", "fp32"),
     ("ORT int8", "onnxruntime-cpu", "int8"),
     ("OpenVINO fp32", "openvino", "fp32"),
+    ("OpenVINO bf16", "openvino", "bf16"),  # where the CPU has bf16 arithmetic (the export gates it there)
     ("OpenVINO int8", "openvino", "int8"),
 ]
+
+
+def engines_of(folder: str) -> list[tuple[str, str, str]]:
+    """ENGINES that the export holds (bf16 only where its CPU had bf16 arithmetic)."""
+    spec = json.loads((Path(folder) / "model.json").read_text())
+    return [e for e in ENGINES if e[1] != "openvino" or e[2] in spec["openvino"]["models"]]
+
+
 THROUGHPUT_BATCH = 4
 
 
@@ -56,10 +65,12 @@ def open_engine(folder: str, backend: str, precision: str):
 
 
 def race_child(args) -> None:
-    """The four engines in one process, round-robin; prints medians as the last line of JSON."""
+    """The engines in one process, round-robin; prints medians as the last line of JSON."""
     import statistics
 
-    engines = [open_engine(args.folder, backend, precision) for _, backend, precision in ENGINES]
+    engines = [
+        open_engine(args.folder, backend, precision) for _, backend, precision in engines_of(args.folder)
+    ]
     one = batch(1, args.resolution)
     for engine in engines:  # warm-up: first runs allocate and tune
         engine.run(one)
@@ -69,17 +80,17 @@ def race_child(args) -> None:
             start = time.perf_counter()
             engine.run(one)
             times.append(time.perf_counter() - start)
-    # Other work on the machine slows all four alike; its size is printed beside the ratios.
+    # Other work on the machine slows them all alike; its size is printed beside the ratios.
     print(json.dumps({"latency_s": [statistics.median(t) for t in latency], "load_1min": os.getloadavg()[0]}))
 
 
 def start_child(args) -> None:
-    """One engine: open time (compilation or cache load), a batch-1 warm-up, one timed batch-4 run,
-    this process's peak RSS."""
+    """One engine: open time (compilation or cache load), a batch-2 warm-up (OpenVINO compiles its
+    dynamic-batch model at the first batch over 1), one timed batch-4 run, this process's peak RSS."""
     start = time.perf_counter()
     engine = open_engine(args.folder, args.backend, args.precision)
     opened = time.perf_counter() - start
-    engine.run(batch(1, args.resolution))
+    engine.run(batch(2, args.resolution))
     four = batch(THROUGHPUT_BATCH, args.resolution)
     start = time.perf_counter()
     engine.run(four)
@@ -137,7 +148,7 @@ def measure(backbone: str, args, tmp: Path) -> tuple[list[dict], dict]:
     spec = json.loads((Path(folder) / "model.json").read_text())
     race = run_child([__file__, *common, f"--runs={args.runs}", "--race", f"--folder={folder}"])
     rows = []
-    for index, (label, backend, precision) in enumerate(ENGINES):
+    for index, (label, backend, precision) in enumerate(engines_of(folder)):
         cache = tmp / f"cache-{index}"
         os.environ["RMBG_OPENVINO_CACHE_DIR"] = str(cache)  # empty: the first start compiles
         child = [__file__, *common, "--start", f"--folder={folder}", f"--backend={backend}"]

@@ -203,8 +203,9 @@ class ExportRun:
 
     def convert_openvino(self) -> None:
         """IR of the fp32 graph (and of the int8 one, which OpenVINO runs as int8), each gated
-        against the fp32 graph on the check images and the user's photos."""
-        from .openvino_ir import check_ir, import_openvino, ir_record, write_ir
+        against the fp32 graph on the check images and the user's photos; where this CPU has bf16
+        arithmetic, the fp32 IR in bf16 too (an optional entry: failing its gate only leaves it out)."""
+        from .openvino_ir import cpu_has_bf16, import_openvino, write_ir
 
         inputs, references = self._gate_inputs()
         version = import_openvino().__version__
@@ -214,17 +215,31 @@ class ExportRun:
             xml = self.out / OPENVINO_FILES[precision]
             write_ir(self.out / GRAPH_FILES[precision], xml, self.options.max_batch)
             try:
-                agreement = check_ir(xml, precision, inputs, references)
+                self._gate_ir(version, precision, inputs, references)
             except ExportError:
                 xml.unlink(missing_ok=True)  # a failed IR is never left looking usable
                 xml.with_suffix(".bin").unlink(missing_ok=True)
                 raise
-            self.log(
-                f"      {xml.name} vs fp32 ONNX: mask MAE {agreement.mask_mae:.2e}, max |diff| "
-                f"{agreement.max_abs_diff:.2e}, IoU@0.5 {agreement.iou_at_half:.5f}"
-            )
-            ir = ir_record(self.out, precision, GRAPH_FILES[precision], agreement)
-            self.spec = self.spec.with_openvino(version, precision, ir)
+        if not cpu_has_bf16():
+            self.log("      bf16: no bf16 arithmetic on this CPU (avx512_bf16 or AMX): not offered")
+            return
+        try:
+            self._gate_ir(version, "bf16", inputs, references)
+        except ExportError as err:
+            self.log(f"      bf16: not offered, {err}")
+
+    def _gate_ir(self, version: str, precision: str, inputs: list, references: list) -> None:
+        from .openvino_ir import check_ir, ir_record
+
+        xml = self.out / OPENVINO_FILES[precision]
+        agreement = check_ir(xml, precision, inputs, references)
+        self.log(
+            f"      {xml.name} ({precision}) vs fp32 ONNX: mask MAE {agreement.mask_mae:.2e}, max |diff| "
+            f"{agreement.max_abs_diff:.2e}, IoU@0.5 {agreement.iou_at_half:.5f}"
+        )
+        graph = GRAPH_FILES["int8" if precision == "int8" else "fp32"]
+        ir = ir_record(self.out, precision, graph, agreement)
+        self.spec = self.spec.with_openvino(version, precision, ir)
 
     def _gate_inputs(self) -> tuple[list, list]:
         """The export's check images and the user's calibration photos, with the fp32 graph's outputs."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rmbg_runtime.contract import INPUT_NAME, OPENVINO_FILES, OpenVinoModel
+from rmbg_runtime.contract import INPUT_NAME, OPENVINO_ARITHMETIC, OPENVINO_FILES, OpenVinoModel
 
 from .errors import ExportError
 from .files import sha256_file
@@ -100,11 +100,18 @@ def write_ir(onnx_path: Path, xml_path: Path, max_batch: int) -> None:
         os.replace(partial, xml_path)
 
 
-def run_ir(xml_path: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """The IR's output for each batch on OpenVINO's CPU plugin, in fp32 arithmetic (the CPU plugin
-    would otherwise pick bf16 on CPUs that have it)."""
+def cpu_has_bf16() -> bool:
+    from rmbg_runtime.backends.openvino import has_bf16
+
+    return has_bf16(import_openvino().Core())
+
+
+def run_ir(xml_path: Path, inputs: list[np.ndarray], precision: str = "fp32") -> list[np.ndarray]:
+    """The IR's output for each batch on OpenVINO's CPU plugin, in `precision`'s arithmetic (set
+    always: the CPU plugin would otherwise pick bf16 on CPUs that have it)."""
     ov = import_openvino()
-    compiled = ov.Core().compile_model(str(xml_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    settings = {"INFERENCE_PRECISION_HINT": OPENVINO_ARITHMETIC[precision]}
+    compiled = ov.Core().compile_model(str(xml_path), "CPU", settings)
     request = compiled.create_infer_request()
     return [np.array(request.infer({0: batch})[compiled.output(0)]) for batch in inputs]
 
@@ -113,8 +120,10 @@ def check_ir(
     xml_path: Path, precision: str, inputs: list[np.ndarray], references: list[np.ndarray]
 ) -> MaskAgreement:
     """The IR against the fp32 ONNX graph's outputs: the fp32 IR within the conformance bound, the
-    int8 IR within the int8 graph's mask MAE limit. Raises ExportError when it fails."""
-    agreement = mask_agreement(np.concatenate(references), np.concatenate(run_ir(xml_path, inputs)))
+    int8 IR and the fp32 IR in bf16 arithmetic within the int8 graph's mask MAE limit. Raises
+    ExportError when it fails."""
+    outputs = run_ir(xml_path, inputs, precision)
+    agreement = mask_agreement(np.concatenate(references), np.concatenate(outputs))
     if precision == "fp32":
         ok = agreement.max_abs_diff <= FP32_MAX_DIFF and agreement.mask_mae <= FP32_MEAN_DIFF
         limit = f"max {FP32_MAX_DIFF:.0e}, mean {FP32_MEAN_DIFF:.0e}"
@@ -130,6 +139,7 @@ def check_ir(
 
 
 def ir_record(folder: Path, precision: str, graph: str, agreement: MaskAgreement) -> OpenVinoModel:
+    """model.json's entry; bf16 names the fp32 IR's files (the same IR, another arithmetic)."""
     xml = folder / OPENVINO_FILES[precision]
     return OpenVinoModel(
         xml=xml.name,

@@ -24,14 +24,23 @@ SCHEMA_VERSION = 1
 METADATA_NAME = "model.json"
 ENGINE_NAME = "model.engine"
 GRAPH_FILES = {"fp32": "model.onnx", "fp16": "model_fp16.onnx", "int8": "model_int8.onnx"}
-# OpenVINO IR converted from each ONNX graph (xml; the .bin beside it has the same stem).
-OPENVINO_FILES = {"fp32": "model_openvino.xml", "int8": "model_openvino_int8.xml"}
+# OpenVINO IR converted from each ONNX graph (xml; the .bin beside it has the same stem). bf16 is
+# the fp32 IR run in bf16 arithmetic (CPUs with avx512_bf16 or AMX), gated on its own.
+OPENVINO_FILES = {
+    "fp32": "model_openvino.xml",
+    "bf16": "model_openvino.xml",
+    "int8": "model_openvino_int8.xml",
+}
+# OpenVINO's INFERENCE_PRECISION_HINT for each: the CPU plugin would pick bf16 by itself on such CPUs.
+OPENVINO_ARITHMETIC = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 INT8_RUNS_ON = "onnxruntime-cpu"  # the int8 graph is QDQ for ONNX Runtime's CPU provider
 
 # What `rmbg-export --precision` makes: the export's main graph and the engine's precision.
 EXPORT_PRECISIONS = ("fp16", "fp32")
 # The ONNX graphs an export may hold (int8: ONNX Runtime CPU only).
 GRAPH_PRECISIONS = ("fp32", "fp16", "int8")
+# What a runtime backend may be asked to run: the graphs, and bf16 (OpenVINO's bf16 arithmetic).
+RUN_PRECISIONS = (*GRAPH_PRECISIONS, "bf16")
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "mask"
@@ -396,6 +405,8 @@ class ModelSpec:
         return self.onnx.graphs
 
     def graph(self, precision: str) -> GraphEntry:
+        if precision == "bf16":
+            raise ModelError("bf16 is OpenVINO's arithmetic on the fp32 IR; run it with --backend openvino.")
         if precision not in GRAPH_PRECISIONS:
             raise ModelError(f"precision {precision!r} is unknown; use one of {', '.join(GRAPH_PRECISIONS)}.")
         entry = self.graphs.get(precision)
@@ -416,6 +427,7 @@ class ModelSpec:
             raise ModelError(
                 f"{self.folder} has no OpenVINO {precision} IR; export again with --openvino"
                 + (" --cpu-int8" if precision == "int8" else "")
+                + (" on a CPU with bf16 arithmetic (avx512_bf16 or AMX)" if precision == "bf16" else "")
                 + " (e.g. `rmbg-export SOURCE --output DIR --onnx-only --openvino`)."
             )
         return ir

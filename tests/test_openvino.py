@@ -14,6 +14,7 @@ from conftest import MAX_DIFF, MEAN_DIFF, assert_meets_fixture
 from test_deform_conv import random_case, reference
 
 ov = pytest.importorskip("openvino")
+BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")  # avx512_bf16 or AMX
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RMBG = [sys.executable, "-c", "from rmbg_runtime.cli import main; main()"]
@@ -131,7 +132,7 @@ def test_export_writes_gated_ir_with_files_and_version(openvino_export):
 
     raw = json.loads((openvino_export / "model.json").read_text())["openvino"]
     assert raw["version"] == ov.__version__
-    assert set(raw["models"]) == {"fp32", "int8"}
+    assert set(raw["models"]) == {"fp32", "int8"} | ({"bf16"} if BF16 else set())
     for precision, graph in (("fp32", "model.onnx"), ("int8", "model_int8.onnx")):
         ir = raw["models"][precision]
         assert ir["graph"] == graph
@@ -140,6 +141,14 @@ def test_export_writes_gated_ir_with_files_and_version(openvino_export):
     assert raw["models"]["fp32"]["parity"]["max_abs_diff"] <= 1e-3
     assert raw["models"]["int8"]["parity"]["mask_mae"] <= 5e-3
     assert read_model_spec(openvino_export).openvino_ir("int8").xml == "model_openvino_int8.xml"
+    if BF16:  # the fp32 IR's files, gated in bf16 arithmetic: close to fp32, yet not fp32's figures
+        bf16, fp32 = raw["models"]["bf16"], raw["models"]["fp32"]
+        assert (bf16["xml"], bf16["xml_sha256"], bf16["graph"]) == (
+            fp32["xml"],
+            fp32["xml_sha256"],
+            "model.onnx",
+        )
+        assert fp32["parity"]["mask_mae"] < bf16["parity"]["mask_mae"] <= 5e-3
 
 
 @pytest.mark.slow
@@ -153,12 +162,63 @@ def test_backend_matches_onnxruntime_on_the_same_graph(openvino_export, precisio
     spec = read_model_spec(openvino_export)
     x = synthetic_images(2, 256, 256, seed=3)
     with open_backend(spec, BackendConfig("openvino", precision=precision)) as backend:
-        got = backend.run(x)
+        got = backend.run(x)  # the IR's dynamic batch
+        one = backend.run(x[:1])  # batch 1's static model
         assert backend.name == f"openvino ({precision} IR)"
     expected = open_backend(spec, BackendConfig("onnxruntime-cpu", precision=precision)).run(x)
-    assert got.shape == (2, 1, 256, 256)
+    assert got.shape == (2, 1, 256, 256) and one.shape == (1, 1, 256, 256)
     bound = 1e-4 if precision == "fp32" else 2e-2  # int8: two engines' rounding of the same QDQ graph
     assert np.abs(got - expected).max() <= bound
+    assert np.abs(one - expected[:1]).max() <= bound
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BF16, reason="this CPU has no bf16 arithmetic (avx512_bf16 or AMX)")
+def test_bf16_runs_the_fp32_ir_in_bf16_within_the_gate(openvino_export):
+    """bf16 differs from fp32 (the hint reached OpenVINO) by less than the int8 gate, batch 1 and 2."""
+    from rmbg_export.onnx.verify import synthetic_images
+    from rmbg_runtime.backends import BackendConfig, open_backend
+    from rmbg_runtime.metadata import read_model_spec
+
+    spec = read_model_spec(openvino_export)
+    x = synthetic_images(2, 256, 256, seed=3)
+    expected = open_backend(spec, BackendConfig("onnxruntime-cpu", precision="fp32")).run(x)
+    with open_backend(spec, BackendConfig("openvino", precision="bf16")) as backend:
+        assert backend.name == "openvino (bf16 IR)"
+        for got in (backend.run(x), backend.run(x[:1])):
+            diff = np.abs(got - expected[: len(got)])
+            assert 1e-4 < diff.max() and diff.mean() <= 5e-3
+
+
+def test_default_precision_int8_then_bf16_where_the_cpu_has_it_then_fp32(openvino_export):
+    import dataclasses
+
+    from rmbg_runtime.backends.openvino import default_precision
+    from rmbg_runtime.contract import OpenVinoInfo
+    from rmbg_runtime.metadata import read_model_spec
+
+    spec = read_model_spec(openvino_export)
+    fp32 = spec.openvino_models["fp32"]
+
+    def holding(*precisions):
+        models = {p: fp32 for p in precisions}
+        return dataclasses.replace(spec, openvino=OpenVinoInfo(version=ov.__version__, models=models))
+
+    assert default_precision(holding("fp32", "bf16", "int8"), bf16_arithmetic=True) == "int8"
+    assert default_precision(holding("fp32", "bf16"), bf16_arithmetic=True) == "bf16"
+    assert default_precision(holding("fp32", "bf16"), bf16_arithmetic=False) == "fp32"
+    assert default_precision(holding("fp32"), bf16_arithmetic=True) == "fp32"
+
+
+@pytest.mark.slow
+def test_bf16_named_for_onnxruntime_is_one_sentence(openvino_export, tmp_path):
+    result = rmbg("remove", _photo(tmp_path), "-m", openvino_export, "--backend", "onnxruntime-cpu",
+                  "--precision", "bf16", "-o", tmp_path / "a.png")  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: bf16 is OpenVINO's arithmetic on the fp32 IR; run it with --backend openvino."
+    )
+    assert not (tmp_path / "a.png").exists()
 
 
 @pytest.mark.slow

@@ -90,10 +90,12 @@ def onnx_graph_precision(spec: ModelSpec, options: TritonOptions) -> str:
 
 
 def openvino_ir_precision(spec: ModelSpec) -> str:
-    """The IR rmbg_runtime's OpenVINO backend would run: int8 where the export made one."""
+    """The IR Triton's OpenVINO backend runs: int8 where the export made one, else fp32 (the
+    serving host's CPU is not known here, so never the bf16 entry; Triton's backend has no
+    INFERENCE_PRECISION_HINT parameter, and OpenVINO runs bf16 by itself on CPUs that have it)."""
     from rmbg_runtime.backends.openvino import default_precision as openvino_default
 
-    return openvino_default(spec)
+    return openvino_default(spec, bf16_arithmetic=False)
 
 
 def python_backend(spec: ModelSpec, options: TritonOptions) -> str:

@@ -16,12 +16,12 @@ from typing import Protocol
 
 import numpy as np
 
-from ..contract import GRAPH_PRECISIONS
+from ..contract import RUN_PRECISIONS
 from ..errors import BackendUnavailable
 from ..metadata import ModelSpec
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime-cuda", "openvino", "onnxruntime-cpu")
-PRECISIONS = GRAPH_PRECISIONS  # the ONNX graphs an export may hold (int8: ONNX Runtime CPU)
+PRECISIONS = RUN_PRECISIONS  # the ONNX graphs an export may hold, and bf16 (OpenVINO only)
 ALIASES = {
     "trt": "tensorrt",
     "ort-cuda": "onnxruntime-cuda",
