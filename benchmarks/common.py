@@ -93,6 +93,15 @@ def machine() -> dict:
     }
 
 
+def cpu_line() -> str:
+    """The CPU model, its cores and the flags that decide CPU kernels (rmbg_runtime.doctor)."""
+    from rmbg_runtime.doctor import CPU_FLAGS, cpu_info
+
+    cpu = cpu_info()
+    flags = ", ".join(f"{flag} {'yes' if flag in cpu.flags else 'no'}" for flag in CPU_FLAGS)
+    return f"CPU: {cpu.model}, {cpu.cores} cores; {flags}"
+
+
 def peak_rss_gib() -> float:
     """This process's peak resident memory since its exec (VmHWM). Not ru_maxrss: on Linux that
     survives exec, so a child started by a large parent would report the parent's size."""

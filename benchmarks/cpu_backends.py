@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "scripts"), str(ROOT / "tests" / "data")]
 
-from common import machine, markdown_table, peak_rss_gib, run_child  # noqa: E402
+from common import cpu_line, machine, markdown_table, peak_rss_gib, run_child  # noqa: E402
 
 # (label, rmbg_runtime backend, precision); the first is the reference of the ratios.
 ENGINES = [
@@ -168,14 +168,6 @@ def _gate_mae(spec: dict, backend: str, precision: str) -> str:
     else:
         return "reference"
     return f"{value:.1e}"
-
-
-def cpu_line() -> str:
-    from rmbg_runtime.doctor import CPU_FLAGS, cpu_info
-
-    cpu = cpu_info()
-    flags = ", ".join(f"{flag} {'yes' if flag in cpu.flags else 'no'}" for flag in CPU_FLAGS)
-    return f"CPU: {cpu.model}, {cpu.cores} cores; {flags}"
 
 
 def main() -> None:
