@@ -4,7 +4,6 @@ runs from these, so that a run of images never imports av; rmbg_runtime.video.io
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import PurePath
 
 from .errors import RmbgError
@@ -43,5 +42,7 @@ def format_kind(video_format: str) -> str:
 
 def check_video_support() -> None:
     """One sentence, before any work, when PyAV (the video extra) is not installed."""
-    if importlib.util.find_spec("av") is None:
-        raise RmbgError(f"videos need PyAV, which is not installed here; {INSTALL_HINT}.")
+    try:
+        import av  # noqa: F401 - only whether it imports
+    except ImportError:
+        raise RmbgError(f"videos need PyAV, which is not installed here; {INSTALL_HINT}.") from None
