@@ -116,7 +116,7 @@ def memory(model: Path, args, tmp: Path) -> list[dict]:
         command = [sys.executable, __file__, "--memory-child", str(clip.path), "--model", str(model)]
         child = subprocess.run(command, capture_output=True, text=True, check=True)
         rows.append(
-            {"clip": f"{width}x{height}, {frames} frames ({frames / 25:.0f} s)", **json.loads(child.stdout)}
+            {"clip": f"{width}x{height}, {frames} frames ({frames / 25:.1f} s)", **json.loads(child.stdout)}
         )
     return rows
 
