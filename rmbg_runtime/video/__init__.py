@@ -1,2 +1,2 @@
-"""Video through the image pipeline (the `video` extra, PyAV). Only code that handles a video imports
-this package's modules, so `import rmbg_runtime` never imports av."""
+"""Video in and out (the `video` extra, PyAV). Importing this package does not import PyAV: io.py
+imports it inside the functions that open a clip, so the CLI can recognise video suffixes for free."""
