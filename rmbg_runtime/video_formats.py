@@ -1,25 +1,21 @@
-"""What a run needs to know of video files without PyAV (the `video` extra): which inputs are videos,
-which output name makes which kind of video, and the one sentence when PyAV is missing. jobs.py plans
-runs from these, so that a run of images never imports av; rmbg_runtime.video.io re-exports them."""
+"""The names of video outputs, without PyAV (the `video` extra): --video-format's choices, which kind
+an output name makes, and the one sentence when PyAV is missing. jobs.py plans runs from these and
+from rmbg_runtime.video.io's suffixes (that module imports av only when a clip is opened), so a run of
+images never imports av."""
 
 from __future__ import annotations
 
 from pathlib import PurePath
 
 from .errors import RmbgError
+from .video.io import FRAMES_KIND as FRAMES
+from .video.io import INSTALL, OUTPUT_KINDS, VIDEO_SUFFIXES
 
-VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
-
-# output suffix -> kind; an output folder is the kind FRAMES (one RGBA PNG a frame)
-OUTPUT_KINDS: dict[str, str] = {".webm": "webm", ".mov": "prores", ".mp4": "h264"}
-FRAMES = "frames"
 KINDS: tuple[str, ...] = (*OUTPUT_KINDS.values(), FRAMES)
 
 # --video-format (the kind of each video output in an output folder) -> that output's suffix
 VIDEO_FORMATS: dict[str, str] = {"webm": ".webm", "mov": ".mov", "mp4": ".mp4", FRAMES: ".frames"}
 DEFAULT_VIDEO_FORMAT = "webm"
-
-INSTALL_HINT = 'pip install "rmbg-toolkit[video]"'
 
 
 def is_video_file(path: PurePath) -> bool:
@@ -45,4 +41,4 @@ def check_video_support() -> None:
     try:
         import av  # noqa: F401 - only whether it imports
     except ImportError:
-        raise RmbgError(f"videos need PyAV, which is not installed here; {INSTALL_HINT}.") from None
+        raise RmbgError(f"videos need PyAV, which is not installed here; {INSTALL}.") from None

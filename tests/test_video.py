@@ -21,7 +21,6 @@ from PIL import Image
 
 av = pytest.importorskip("av")
 
-from rmbg_runtime.video.io import VideoError, open_video  # noqa: E402
 from video_clips import make_audio_only, make_clip, make_corrupt_clip  # noqa: E402
 
 from rmbg_runtime.errors import UsageError  # noqa: E402
@@ -29,6 +28,7 @@ from rmbg_runtime.jobs import plan_jobs  # noqa: E402
 from rmbg_runtime.progress import ProgressLine  # noqa: E402
 from rmbg_runtime.remover import Remover  # noqa: E402
 from rmbg_runtime.temporal import MaskSmoother  # noqa: E402
+from rmbg_runtime.video.io import INSTALL, VideoError, open_video  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RMBG = [sys.executable, "-c", "from rmbg_runtime.cli import main; main()"]
@@ -282,9 +282,7 @@ def test_without_pyav_a_video_run_is_one_sentence_before_the_model_loads(tmp_pat
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=60,
     )  # fmt: skip
     assert result.returncode == 1
-    assert result.stderr == (
-        'error: videos need PyAV, which is not installed here; pip install "rmbg-toolkit[video]".\n'
-    )
+    assert result.stderr == (f"error: videos need PyAV, which is not installed here; {INSTALL}.\n")
 
 
 # ---- plans and the progress line (no model) ------------------------------------------------------
