@@ -10,7 +10,7 @@ share one set of rules:
 - The output folder, and anything under it, is never an input when it lies inside an input folder or
   glob, so a rerun reads the same inputs as the first run.
 - Two jobs writing one path, or a job writing over an input, refuse the whole run before any work.
-- A video (video_formats.VIDEO_SUFFIXES) becomes a video named by --output's suffix, or in an output
+- A video (video.io.VIDEO_SUFFIXES) becomes a video named by --output's suffix, or in an output
   folder `NAME.webm` (`.mov`, `.mp4`: --video-format) or a folder of PNG frames `NAME.frames/`; one
   video with an output folder and no --video-format writes its frames into that folder.
 """
@@ -26,15 +26,8 @@ from pathlib import Path, PurePath
 
 from .errors import UsageError
 from .images import IMAGE_SUFFIXES, is_image_file
-from .video_formats import (
-    DEFAULT_VIDEO_FORMAT,
-    FRAMES,
-    OUTPUT_KINDS,
-    VIDEO_FORMATS,
-    VIDEO_SUFFIXES,
-    format_kind,
-    is_video_file,
-)
+from .video.io import FRAMES_KIND, OUTPUT_KINDS, VIDEO_SUFFIXES
+from .video_formats import DEFAULT_VIDEO_FORMAT, VIDEO_FORMATS, format_kind, is_video_file
 
 OUTPUT_SUFFIXES = {".png": "png", ".webp": "webp"}
 CLASHES_NAMED = 3  # how many clashes one error message lists
@@ -261,7 +254,7 @@ def _video_plan(source: Path, output: str, video_format: str | None) -> Plan:
             )
         target = Path(output)
     elif video_format is None:
-        kind, target = FRAMES, Path(output)
+        kind, target = FRAMES_KIND, Path(output)
         if source.resolve().is_relative_to(target.resolve()):
             raise UsageError(
                 f"--output {output} holds the input {source}, so its frames cannot go there; "

@@ -9,9 +9,7 @@ from pathlib import PurePath
 
 from .errors import RmbgError
 from .video.io import FRAMES_KIND as FRAMES
-from .video.io import INSTALL, OUTPUT_KINDS, VIDEO_SUFFIXES
-
-KINDS: tuple[str, ...] = (*OUTPUT_KINDS.values(), FRAMES)
+from .video.io import INSTALL, VIDEO_SUFFIXES, output_kind
 
 # --video-format (the kind of each video output in an output folder) -> that output's suffix
 VIDEO_FORMATS: dict[str, str] = {"webm": ".webm", "mov": ".mov", "mp4": ".mp4", FRAMES: ".frames"}
@@ -20,15 +18,6 @@ DEFAULT_VIDEO_FORMAT = "webm"
 
 def is_video_file(path: PurePath) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
-
-
-def output_kind(target: PurePath, kind: str | None = None) -> str:
-    """The kind of video written to `target`: `kind` when given, else its suffix's, else frames."""
-    if kind is not None:
-        if kind not in KINDS:
-            raise RmbgError(f"video kind {kind!r} is unknown; use one of {', '.join(KINDS)}.")
-        return kind
-    return OUTPUT_KINDS.get(target.suffix.lower(), FRAMES)
 
 
 def format_kind(video_format: str) -> str:

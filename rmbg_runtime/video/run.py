@@ -28,8 +28,7 @@ from ..batching import BatchResult
 from ..errors import RmbgError
 from ..stages import OutputOptions, postprocess, render
 from ..threaded import Pipeline, Prepared
-from ..video_formats import output_kind
-from .io import VideoError, VideoFrame, VideoReader, VideoWriter, open_video, open_writer
+from .io import VideoError, VideoFrame, VideoReader, VideoWriter, open_video, open_writer, output_kind
 
 DECODE_AHEAD = 4  # frames decoded ahead of preprocessing: enough to ride out one slow frame
 VIDEO_STAGES = ("decode", "preprocess", "inference", "postprocess", "encode")
@@ -66,11 +65,11 @@ def remove_video(
     progress: Progress | None = None,
 ) -> VideoReport:
     """The clip `src` with its background removed (as `options` says, frame by frame) written to
-    `dst`: a video of `kind` (default: the suffix's, see video_formats.OUTPUT_KINDS; a folder of PNG
-    frames otherwise). `smooth`: steady the masks over time (temporal.MaskSmoother). Raises
+    `dst`: a video of `kind` (default: the suffix's, see io.OUTPUT_KINDS; a folder of PNG frames
+    otherwise). `smooth`: steady the masks over time (temporal.MaskSmoother). Raises
     VideoError for a clip that cannot be read (nothing is written), BackendError as images do."""
     src, dst = Path(src), Path(dst)
-    kind = output_kind(dst, kind)
+    kind = kind or output_kind(dst)
     stage_s = dict.fromkeys(VIDEO_STAGES, 0.0)
     start = time.perf_counter()
     with open_video(src) as reader:
