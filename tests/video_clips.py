@@ -177,3 +177,71 @@ def _mux_tone_until(container, sound, start_s: float, end_s: float) -> float:
         container.mux(sound.encode(frame))
         done += samples_per_frame
     return done / AUDIO_RATE
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A written clip decoded again, independently of rmbg_runtime's reader."""
+
+    format_name: str
+    codec: str
+    pix_fmt: str  # of the decoded frames: yuva* where the alpha was read back
+    width: int
+    height: int
+    average_rate: Fraction | None
+    duration_s: float | None
+    color_range: int  # the stream's tags (1 limited, 2 full; 1 = BT.709 colorspace)
+    colorspace: int
+    times_s: tuple[float, ...]  # each frame's pts in seconds
+    rotations: tuple[int, ...]
+    rgba: tuple[np.ndarray, ...]  # uint8 (H, W, 4) per frame
+    audio_codec: str | None
+    audio: np.ndarray | None  # float32 samples of the first channel
+    audio_rate: int | None
+
+
+def read_back(path: Path) -> Decoded:
+    """Every frame (RGBA) and the audio of `path`. VP9 goes through libvpx-vp9's decoder: FFmpeg's
+    native vp9 decoder ignores the alpha that WebM keeps in BlockAdditional side data."""
+    import av
+
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        decoder = av.CodecContext.create("libvpx-vp9", "r") if video.codec_context.name == "vp9" else None
+        frames, samples = [], []
+        audio = container.streams.audio[0] if container.streams.audio else None
+        for packet in container.demux(*[s for s in (video, audio) if s is not None]):
+            if packet.stream is video:
+                # demux's last, empty packet flushes the decoder
+                frames += decoder.decode(packet if packet.size else None) if decoder else packet.decode()
+            else:
+                samples += [f.to_ndarray().reshape(f.layout.nb_channels, -1)[0] for f in packet.decode()]
+        duration = float(video.duration * video.time_base) if video.duration else None
+        if duration is None and container.duration:
+            duration = container.duration / 1_000_000
+        return Decoded(
+            format_name=container.format.name,
+            codec=video.codec_context.name,
+            pix_fmt=frames[0].format.name if frames else "",
+            width=video.codec_context.width,
+            height=video.codec_context.height,
+            average_rate=video.average_rate,
+            duration_s=duration,
+            color_range=int(video.codec_context.color_range),
+            colorspace=int(video.codec_context.colorspace),
+            times_s=tuple(float(f.pts * video.time_base) for f in frames),
+            rotations=tuple(round(f.rotation) % 360 for f in frames),
+            rgba=tuple(
+                f.to_ndarray(format="rgba", src_color_range=int(f.color_range), dst_color_range="JPEG")
+                for f in frames
+            ),
+            audio_codec=audio.codec_context.name if audio is not None else None,
+            audio=np.concatenate(samples).astype(np.float32) if samples else None,
+            audio_rate=audio.codec_context.sample_rate if audio is not None else None,
+        )
+
+
+def dominant_hz(samples: np.ndarray, rate: int) -> float:
+    """The strongest frequency of `samples`: the tone survived if this is TONE_HZ."""
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[np.argmax(spectrum)])
