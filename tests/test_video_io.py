@@ -84,9 +84,12 @@ def test_reader_pixels_match_the_scene(tmp_path):
         assert np.abs(np.asarray(frame.image, int) - truth).mean() < 6  # H.264 at crf 12
 
 
-def test_limited_and_full_range_decode_to_the_same_rgb(tmp_path):
+@pytest.mark.parametrize("suffix", [".mp4", ".webm"], ids=["h264", "vp9"])
+def test_limited_and_full_range_decode_to_the_same_rgb(tmp_path, suffix):
+    # FFmpeg decodes full-range H.264 as yuvj420p (the range in the pixel format), VP9 as yuv420p
+    # with a range tag that the conversion must be told.
     limited = read_all(video_clips.make_clip(tmp_path / "limited.mp4", width=W, height=H, frames=3).path)[1]
-    full = read_all(video_clips.make_clip(tmp_path / "full.mp4", width=W, height=H, frames=3,
+    full = read_all(video_clips.make_clip(tmp_path / f"full{suffix}", width=W, height=H, frames=3,
                                           color_range="full").path)[1]  # fmt: skip
     for a, b in zip(limited, full, strict=True):
         difference = np.abs(np.asarray(a.image, int) - np.asarray(b.image, int))
@@ -140,9 +143,17 @@ def test_audio_only_has_no_video_stream(tmp_path):
     assert caught.value.args[0].count(". ") == 0  # one sentence
 
 
-@pytest.mark.parametrize("audio", [False, True], ids=["video", "video+audio"])
-def test_corrupt_halfway_yields_the_good_frames_then_names_the_frame(tmp_path, audio):
-    video_clips.make_corrupt_clip(tmp_path / "cut.mp4", frames=20, width=W, height=H, audio=audio)
+@pytest.mark.parametrize(
+    ("audio", "at_packet"),
+    [(False, False), (True, False), (False, True)],
+    ids=["video", "video+audio", "at-packet"],
+)
+def test_corrupt_halfway_yields_the_good_frames_then_names_the_frame(tmp_path, audio, at_packet):
+    # Inside a packet: the packet read short is flagged corrupt (and would make the decoder raise);
+    # at a packet's start: fewer packets than the MP4's index lists.
+    video_clips.make_corrupt_clip(
+        tmp_path / "cut.mp4", frames=20, width=W, height=H, audio=audio, at_packet=at_packet
+    )
     with open_video(tmp_path / "cut.mp4") as reader:
         good = []
         with pytest.raises(VideoError, match=r"is damaged after frame (\d+) of 20") as caught:
@@ -341,3 +352,15 @@ def test_ctrl_c_leaves_nothing(tmp_path, name):
         child.kill()
     assert "KeyboardInterrupt" in stderr
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", list(CLIP_KINDS))
+def test_odd_sizes(tmp_path, kind):
+    clip = video_clips.make_clip(tmp_path / "src.mkv", width=95, height=63, frames=3, pix_fmt="yuv444p")
+    out = tmp_path / f"out{CLIP_KINDS[kind]}"
+    frames = transcode(clip.path, out, render=lambda f: f.image)
+    decoded = video_clips.read_back(out)
+    # 4:2:0 H.264 needs even sizes: one more column and row, the edge repeated; the others keep 95x63
+    assert (decoded.width, decoded.height) == ((96, 64) if kind == "h264" else (95, 63))
+    for frame, rgba in zip(frames, decoded.rgba, strict=True):
+        assert np.abs(rgba[:63, :95, :3].astype(int) - np.asarray(frame.image, int)).mean() < 6

@@ -190,6 +190,8 @@ class VideoReader:
             raise ClipDamaged(f"the file ends at packet {packets} of the {indexed} its index lists")
 
     def _video_frame(self, index: int, frame: Any) -> VideoFrame:
+        # The frame's own range tag (PyAV 18.1 uses it when none is given, though its docstring says
+        # "unspecified"): explicit, as a full-range VP9 frame is yuv420p, not yuvj420p, read as limited.
         rgb = frame.to_ndarray(format="rgb24", src_color_range=int(frame.color_range), dst_color_range="JPEG")
         image = Image.fromarray(rgb, "RGB")
         turn = _UPRIGHT.get(round(frame.rotation) % 360)
@@ -348,7 +350,8 @@ class _ClipWriter(VideoWriter):
 
     def _add_video(self, encoding: _Encoding, info: VideoInfo) -> Any:
         stream = self._container.add_stream(encoding.codec, rate=info.frame_rate, options=encoding.options)
-        stream.width, stream.height, stream.pix_fmt = info.width, info.height, encoding.pix_fmt
+        stream.width, stream.height = _coded_size(encoding, info.width, info.height)
+        stream.pix_fmt = encoding.pix_fmt
         context = stream.codec_context
         context.time_base = info.time_base  # the source's pts go through unchanged
         context.colorspace = context.color_primaries = context.color_trc = _BT709
@@ -372,7 +375,7 @@ class _ClipWriter(VideoWriter):
 
     def _write(self, frame: VideoFrame, rendered: Image.Image) -> None:
         av = _av()
-        picture = self._picture(rendered)
+        picture = _pad_to(self._picture(rendered), (self._video.width, self._video.height))
         # Not VideoFrame.from_image: it converts to RGB, dropping the alpha (PyAV 18.1).
         rgb = av.VideoFrame.from_ndarray(
             np.asarray(picture), format="rgba" if picture.mode == "RGBA" else "rgb24"
@@ -452,6 +455,23 @@ class _FramesWriter(VideoWriter):
 
     def _discard(self) -> None:
         shutil.rmtree(self.partial, ignore_errors=True)
+
+
+def _coded_size(encoding: _Encoding, width: int, height: int) -> tuple[int, int]:
+    """The frame size to encode: H.264 in 4:2:0 takes only even sizes, so an odd one gets one more
+    column or row (see _pad_to); VP9 and ProRes code any size."""
+    if encoding.codec != "libx264":
+        return width, height
+    return width + width % 2, height + height % 2
+
+
+def _pad_to(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`image` grown to `size` by repeating its last column and row (no visible border)."""
+    if image.size == size:
+        return image
+    pixels = np.asarray(image)
+    grow = ((0, size[1] - image.height), (0, size[0] - image.width)) + ((0, 0),) * (pixels.ndim - 2)
+    return Image.fromarray(np.pad(pixels, grow, mode="edge"), image.mode)
 
 
 def _is_frames_folder(path: Path) -> bool:
