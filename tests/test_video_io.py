@@ -318,10 +318,16 @@ def test_frames_folder_replaces_earlier_frames_but_not_other_files(tmp_path):
 
 
 INTERRUPTED = """
-import sys, time
+import signal, sys, time
 sys.path.insert(0, {tests!r})
 import test_video_io as t
+from rmbg_runtime.cli import Terminated
 from rmbg_runtime.video.io import open_video, open_writer
+
+def on_sigterm(_signum, _frame):
+    raise Terminated  # as rmbg's main() does
+
+signal.signal(signal.SIGTERM, on_sigterm)
 with open_video({src!r}) as reader, open_writer({out!r}, reader) as writer:
     frames = list(reader.frames())
     for n in range(10_000):
@@ -335,8 +341,10 @@ with open_video({src!r}) as reader, open_writer({out!r}, reader) as writer:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["out.mp4", "frames"])
-def test_ctrl_c_leaves_nothing(tmp_path, name):
+@pytest.mark.parametrize(
+    ("name", "sig"), [("out.mp4", signal.SIGINT), ("out.webm", signal.SIGTERM), ("frames", signal.SIGINT)]
+)
+def test_interrupted_writer_leaves_nothing(tmp_path, name, sig):
     clip = video_clips.make_clip(tmp_path / "src.mp4", width=W, height=H, frames=5, audio=True)
     out = tmp_path / name
     code = INTERRUPTED.format(tests=str(Path(__file__).parent), src=str(clip.path), out=str(out))
@@ -346,11 +354,11 @@ def test_ctrl_c_leaves_nothing(tmp_path, name):
     try:
         assert child.stdout.readline() == "writing\n"
         assert any(p.name.startswith(f".{name}.partial-") for p in tmp_path.iterdir())
-        child.send_signal(signal.SIGINT)
+        child.send_signal(sig)
         _, stderr = child.communicate(timeout=30)
     finally:
         child.kill()
-    assert "KeyboardInterrupt" in stderr
+    assert ("KeyboardInterrupt" if sig == signal.SIGINT else "Terminated") in stderr
     assert not out.exists() and leftovers(tmp_path) == []
 
 
