@@ -20,7 +20,7 @@ import video_clips  # noqa: E402
 
 from rmbg_runtime import stages  # noqa: E402
 from rmbg_runtime.errors import ImageError, RmbgError  # noqa: E402
-from rmbg_runtime.video.io import OUTPUT_KINDS, VideoError, open_video, open_writer  # noqa: E402
+from rmbg_runtime.video.io import OUTPUT_KINDS, VideoError, open_video, open_writer, output_kind  # noqa: E402
 
 W, H = 96, 64
 
@@ -372,3 +372,17 @@ def test_odd_sizes(tmp_path, kind):
     assert (decoded.width, decoded.height) == ((96, 64) if kind == "h264" else (95, 63))
     for frame, rgba in zip(frames, decoded.rgba, strict=True):
         assert np.abs(rgba[:63, :95, :3].astype(int) - np.asarray(frame.image, int)).mean() < 6
+
+
+def test_output_kind_by_suffix():
+    assert [output_kind(Path(n)) for n in ("a.webm", "b.MOV", "c.mp4", "frames", "run.v2")] == [
+        "webm",
+        "prores",
+        "h264",
+        "frames",
+        "frames",
+    ]
+    with pytest.raises(
+        RmbgError, match=r"\.mkv is read but not written; use \.webm, \.mov, \.mp4 or a folder"
+    ):
+        output_kind(Path("clip.mkv"))

@@ -31,7 +31,7 @@ from ..files import partial_path
 
 VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 OUTPUT_KINDS: dict[str, str] = {".webm": "webm", ".mov": "prores", ".mp4": "h264"}
-FRAMES_KIND = "frames"  # a folder of PNGs: any output path without a suffix in OUTPUT_KINDS
+FRAMES_KIND = "frames"  # a folder of PNGs: an output path without a video suffix
 FRAME_NAME = "frame_{:06d}.png"
 DEFAULT_BACKGROUND = (255, 255, 255)  # what an RGBA cut-out is composited on for H.264 (no alpha)
 INSTALL = "pip install 'rmbg-toolkit[video]'"
@@ -251,8 +251,14 @@ _LIMITED = 1  # AVCOL_RANGE_MPEG
 
 
 def output_kind(path: Path) -> str:
-    """The kind an output path asks for by its suffix; anything else is a folder of frames."""
-    return OUTPUT_KINDS.get(Path(path).suffix.lower(), FRAMES_KIND)
+    """The kind an output path asks for by its suffix; a path without a video suffix is a folder of
+    frames. A video suffix that is only read (.mkv, .avi, .m4v) is refused rather than made a folder."""
+    suffix = Path(path).suffix.lower()
+    if suffix in OUTPUT_KINDS:
+        return OUTPUT_KINDS[suffix]
+    if suffix in VIDEO_SUFFIXES:
+        raise RmbgError(f"{path}: {suffix} is read but not written; use .webm, .mov, .mp4 or a folder.")
+    return FRAMES_KIND
 
 
 def open_writer(
