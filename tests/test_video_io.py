@@ -148,7 +148,9 @@ def test_audio_only_has_no_video_stream(tmp_path):
     [(False, False), (True, False), (False, True)],
     ids=["video", "video+audio", "at-packet"],
 )
-def test_corrupt_halfway_yields_the_good_frames_then_names_the_frame(tmp_path, audio, at_packet):
+def test_corrupt_halfway_yields_the_good_frames_then_names_the_frame(
+    tmp_path, capfd, caplog, audio, at_packet
+):
     # Inside a packet: the packet read short is flagged corrupt (and would make the decoder raise);
     # at a packet's start: fewer packets than the MP4's index lists.
     video_clips.make_corrupt_clip(
@@ -161,6 +163,8 @@ def test_corrupt_halfway_yields_the_good_frames_then_names_the_frame(tmp_path, a
                 good.append(frame)
     assert 5 <= len(good) < 20
     assert caught.value.frames_read == len(good)
+    # the sentence, not FFmpeg's own lines about the damage (PyAV sends them to Python's logging)
+    assert capfd.readouterr().err == "" and not [r for r in caplog.records if r.name.startswith("libav")]
     assert f"after frame {len(good)} of 20" in str(caught.value)
     for frame in good:  # what was yielded is whole, not concealment garbage
         truth = video_clips.scene(frame.index, W, H)[0].astype(int)

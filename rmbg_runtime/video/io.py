@@ -75,7 +75,9 @@ def _av() -> Any:
         import av
     except ImportError:
         raise RmbgError(f"video needs PyAV, the video extra; {INSTALL}.") from None
-    av.logging.set_level(av.logging.ERROR)  # FFmpeg's warnings would interleave with the progress line
+    # FFmpeg prints each damaged packet's errors ("Invalid NAL unit size"...) to stderr, between the
+    # progress lines; the VideoError's one sentence says what happened instead.
+    av.logging.set_level(av.logging.FATAL)
     return av
 
 
@@ -148,7 +150,7 @@ class VideoReader:
         then raises VideoError naming the frame reached (the caller's writer then leaves no output)."""
         av = _av()
         index = 0
-        pending = self._first
+        pending, self._first = self._first, None  # one pass: a second call yields nothing
         try:
             while pending is not None:
                 yield self._video_frame(index, pending)
