@@ -300,7 +300,8 @@ def test_abort_keeps_the_previous_output(tmp_path):
     out.write_bytes(b"previous")
     with open_video(clip.path) as reader:
         writer = open_writer(out, reader)
-        writer.write(next(reader.frames()), cut_out(next(reader.frames())))
+        frame = next(reader.frames())
+        writer.write(frame, cut_out(frame))
         assert writer.partial.exists() and out.read_bytes() == b"previous"
         writer.abort()
     assert out.read_bytes() == b"previous" and leftovers(tmp_path) == []
