@@ -87,11 +87,13 @@ def make_clip(
     rotation: int = 0,
     color_range: str = "limited",
     faststart: bool = False,
+    pix_fmt: str = "yuv420p",
 ) -> Clip:
-    """An H.264 clip in MP4 (or MOV/MKV, by `path`'s suffix) of `frames` frames of `scene`. `vfr` gives
-    irregular frame durations (VFR_STEPS_MS) in a 1/1000 time base; `audio` adds a 440 Hz AAC tone as
-    long as the video; `rotation` sets the display matrix (counter-clockwise degrees); `color_range`
-    "full" codes full-range YUV (tagged so), "limited" the usual 16-235."""
+    """`frames` frames of `scene`: H.264 in MP4 (MOV or MKV by `path`'s suffix; VP9 for .webm). `vfr`
+    gives irregular frame durations (VFR_STEPS_MS) in a 1/1000 time base; `audio` adds a 440 Hz AAC
+    tone as long as the video; `rotation` sets the display matrix (counter-clockwise degrees);
+    `color_range` "full" codes full-range YUV (tagged so), "limited" the usual 16-235; `pix_fmt`
+    "yuv444p" allows odd sizes."""
     import av
 
     if vfr:
@@ -104,18 +106,23 @@ def make_clip(
     duration_s = float((pts[-1] + steps[-1]) * time_base)
     options = {"movflags": "+faststart"} if faststart else {}
     with av.open(str(path), "w", options=options) as container:
-        video = container.add_stream("libx264", rate=rate)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        codec = "libvpx-vp9" if path.suffix == ".webm" else "libx264"
+        video = container.add_stream(codec, rate=rate)
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
         video.codec_context.time_base = time_base
         video.codec_context.color_range = 2 if color_range == "full" else 1
         video.codec_context.colorspace = 1  # BT.709, tagged, so a reader need not guess
-        video.codec_context.options = {"preset": "ultrafast", "crf": "12"}
+        video.codec_context.options = (
+            {"deadline": "realtime", "crf": "10", "b": "0"}
+            if codec == "libvpx-vp9"
+            else {"preset": "ultrafast", "crf": "12"}
+        )
         if rotation:
             video.set_display_rotation(rotation)
         sound = _add_tone(container) if audio else None
         audio_s = 0.0
         for index, p in enumerate(pts):
-            frame = _yuv_frame(scene(index, width, height)[0], color_range)
+            frame = _yuv_frame(scene(index, width, height)[0], color_range, pix_fmt)
             frame.pts, frame.time_base, frame.duration = p, time_base, steps[index]
             container.mux(video.encode(frame))
             if sound is not None:
@@ -137,21 +144,29 @@ def make_audio_only(path: Path, seconds: float = 0.5) -> Path:
     return path
 
 
-def make_corrupt_clip(path: Path, frames: int = 20, **kw) -> Clip:
-    """A clip whose second half is damaged: the MP4 (index first, so it opens) is cut at 60 % of its
-    bytes, as a download or a copy that stopped. Its first frames decode, the rest are missing."""
+def make_corrupt_clip(path: Path, frames: int = 20, *, at_packet: bool = False, **kw) -> Clip:
+    """A clip whose second half is missing, as a download or a copy that stopped: the MP4 (index
+    first, so it opens) cut at 60 % of its bytes, inside a packet; or, `at_packet`, exactly where
+    the video packet of the frame at 60 % starts, so that no packet is read short."""
+    import av
+
     clip = make_clip(path, frames=frames, faststart=True, **kw)
     data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * 0.6)])
+    cut = int(len(data) * 0.6)
+    if at_packet:
+        with av.open(str(path)) as container:
+            starts = [p.pos for p in container.demux(video=0) if p.size]
+        cut = sorted(starts)[int(frames * 0.6)]
+    path.write_bytes(data[:cut])
     return clip
 
 
-def _yuv_frame(rgb: np.ndarray, color_range: str):
+def _yuv_frame(rgb: np.ndarray, color_range: str, pix_fmt: str):
     import av
 
     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
     return frame.reformat(
-        format="yuv420p",
+        format=pix_fmt,
         dst_colorspace="ITU709",
         dst_color_range="JPEG" if color_range == "full" else "MPEG",
     )
@@ -177,3 +192,71 @@ def _mux_tone_until(container, sound, start_s: float, end_s: float) -> float:
         container.mux(sound.encode(frame))
         done += samples_per_frame
     return done / AUDIO_RATE
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A written clip decoded again, independently of rmbg_runtime's reader."""
+
+    format_name: str
+    codec: str
+    pix_fmt: str  # of the decoded frames: yuva* where the alpha was read back
+    width: int
+    height: int
+    average_rate: Fraction | None
+    duration_s: float | None
+    color_range: int  # the stream's tags (1 limited, 2 full; 1 = BT.709 colorspace)
+    colorspace: int
+    times_s: tuple[float, ...]  # each frame's pts in seconds
+    rotations: tuple[int, ...]
+    rgba: tuple[np.ndarray, ...]  # uint8 (H, W, 4) per frame
+    audio_codec: str | None
+    audio: np.ndarray | None  # float32 samples of the first channel
+    audio_rate: int | None
+
+
+def read_back(path: Path) -> Decoded:
+    """Every frame (RGBA) and the audio of `path`. VP9 goes through libvpx-vp9's decoder: FFmpeg's
+    native vp9 decoder ignores the alpha that WebM keeps in BlockAdditional side data."""
+    import av
+
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        decoder = av.CodecContext.create("libvpx-vp9", "r") if video.codec_context.name == "vp9" else None
+        frames, samples = [], []
+        audio = container.streams.audio[0] if container.streams.audio else None
+        for packet in container.demux(*[s for s in (video, audio) if s is not None]):
+            if packet.stream is video:
+                # demux's last, empty packet flushes the decoder
+                frames += decoder.decode(packet if packet.size else None) if decoder else packet.decode()
+            else:
+                samples += [f.to_ndarray().reshape(f.layout.nb_channels, -1)[0] for f in packet.decode()]
+        duration = float(video.duration * video.time_base) if video.duration else None
+        if duration is None and container.duration:
+            duration = container.duration / 1_000_000
+        return Decoded(
+            format_name=container.format.name,
+            codec=video.codec_context.name,
+            pix_fmt=frames[0].format.name if frames else "",
+            width=video.codec_context.width,
+            height=video.codec_context.height,
+            average_rate=video.average_rate,
+            duration_s=duration,
+            color_range=int(video.codec_context.color_range),
+            colorspace=int(video.codec_context.colorspace),
+            times_s=tuple(float(f.pts * video.time_base) for f in frames),
+            rotations=tuple(round(f.rotation) % 360 for f in frames),
+            rgba=tuple(
+                f.to_ndarray(format="rgba", src_color_range=int(f.color_range), dst_color_range="JPEG")
+                for f in frames
+            ),
+            audio_codec=audio.codec_context.name if audio is not None else None,
+            audio=np.concatenate(samples).astype(np.float32) if samples else None,
+            audio_rate=audio.codec_context.sample_rate if audio is not None else None,
+        )
+
+
+def dominant_hz(samples: np.ndarray, rate: int) -> float:
+    """The strongest frequency of `samples`: the tone survived if this is TONE_HZ."""
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[np.argmax(spectrum)])

@@ -14,19 +14,24 @@ does, for VIDEO_SUFFIXES) costs nothing and works without the `video` extra.
 from __future__ import annotations
 
 import collections
+import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
+from .. import stages
 from ..errors import ImageError, RmbgError
+from ..files import partial_path
 
 VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 OUTPUT_KINDS: dict[str, str] = {".webm": "webm", ".mov": "prores", ".mp4": "h264"}
-FRAMES_KIND = "frames"  # a folder of PNGs: any output path without a suffix in OUTPUT_KINDS
+FRAMES_KIND = "frames"  # a folder of PNGs: an output path without a video suffix
 FRAME_NAME = "frame_{:06d}.png"
 DEFAULT_BACKGROUND = (255, 255, 255)  # what an RGBA cut-out is composited on for H.264 (no alpha)
 INSTALL = "pip install 'rmbg-toolkit[video]'"
@@ -70,7 +75,9 @@ def _av() -> Any:
         import av
     except ImportError:
         raise RmbgError(f"video needs PyAV, the video extra; {INSTALL}.") from None
-    av.logging.set_level(av.logging.ERROR)  # FFmpeg's warnings would interleave with the progress line
+    # FFmpeg prints each damaged packet's errors ("Invalid NAL unit size"...) to stderr, between the
+    # progress lines; the VideoError's one sentence says what happened instead.
+    av.logging.set_level(av.logging.FATAL)
     return av
 
 
@@ -143,7 +150,7 @@ class VideoReader:
         then raises VideoError naming the frame reached (the caller's writer then leaves no output)."""
         av = _av()
         index = 0
-        pending = self._first
+        pending, self._first = self._first, None  # one pass: a second call yields nothing
         try:
             while pending is not None:
                 yield self._video_frame(index, pending)
@@ -185,6 +192,8 @@ class VideoReader:
             raise ClipDamaged(f"the file ends at packet {packets} of the {indexed} its index lists")
 
     def _video_frame(self, index: int, frame: Any) -> VideoFrame:
+        # The frame's own range tag (PyAV 18.1 uses it when none is given, though its docstring says
+        # "unspecified"): explicit, as a full-range VP9 frame is yuv420p, not yuvj420p, read as limited.
         rgb = frame.to_ndarray(format="rgb24", src_color_range=int(frame.color_range), dst_color_range="JPEG")
         image = Image.fromarray(rgb, "RGB")
         turn = _UPRIGHT.get(round(frame.rotation) % 360)
@@ -219,3 +228,260 @@ class ClipDamaged(Exception):
 
 def _detail(err: BaseException) -> str:
     return getattr(err, "strerror", None) or str(err) or type(err).__name__
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    container: str  # FFmpeg's muxer name: the temporary file's name has no suffix to guess it from
+    codec: str
+    pix_fmt: str
+    options: dict[str, str]
+    audio_codec: str  # where the source's audio cannot be copied into this container
+
+
+_ENCODINGS = {
+    # VP9 with alpha: libvpx codes the alpha plane as a second stream in WebM's BlockAdditional.
+    # good/cpu-used 4 with row threads; crf 20: see the loss figures in tests/test_video_io.py.
+    "webm": _Encoding("webm", "libvpx-vp9", "yuva420p",
+                      {"crf": "20", "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}, "libopus"),
+    # ProRes 4444 with a 16-bit alpha channel, 10-bit colour: near-lossless, for editors.
+    "prores": _Encoding("mov", "prores_ks", "yuva444p10le", {"profile": "4444", "alpha_bits": "16"}, "aac"),
+    "h264": _Encoding("mp4", "libx264", "yuv420p", {"crf": "18", "preset": "veryfast"}, "aac"),
+}  # fmt: skip
+_BT709 = 1  # AVCOL_SPC / AVCOL_PRI / AVCOL_TRC BT.709: sRGB frames are written and tagged as BT.709
+_LIMITED = 1  # AVCOL_RANGE_MPEG
+
+
+def output_kind(path: Path) -> str:
+    """The kind an output path asks for by its suffix; a path without a video suffix is a folder of
+    frames. A video suffix that is only read (.mkv, .avi, .m4v) is refused rather than made a folder."""
+    suffix = Path(path).suffix.lower()
+    if suffix in OUTPUT_KINDS:
+        return OUTPUT_KINDS[suffix]
+    if suffix in VIDEO_SUFFIXES:
+        raise RmbgError(f"{path}: {suffix} is read but not written; use .webm, .mov, .mp4 or a folder.")
+    return FRAMES_KIND
+
+
+def open_writer(
+    path: Path, reader: VideoReader, kind: str | None = None, *, background: tuple[int, ...] | None = None
+) -> VideoWriter:
+    """A writer of `reader`'s clip to `path` as `kind` (OUTPUT_KINDS' values or "frames"; by default
+    from the suffix). `background` is what "h264" composites cut-outs on (white by default)."""
+    path = Path(path)
+    kind = kind or output_kind(path)
+    if kind == FRAMES_KIND:
+        return _FramesWriter(path, reader)
+    if kind not in _ENCODINGS:
+        raise RmbgError(
+            f"video output kind {kind!r} is unknown; use one of {', '.join([*_ENCODINGS, FRAMES_KIND])}."
+        )
+    return _ClipWriter(path, reader, _ENCODINGS[kind], background)
+
+
+class VideoWriter:
+    """Writes rendered frames under a temporary name beside `path` and renames it into place at
+    close(); abort() (and leaving the `with` block by an exception) removes everything written."""
+
+    def __init__(self, path: Path, reader: VideoReader) -> None:
+        self.path = path
+        self.partial = partial_path(path)
+        self.frames_written = 0
+        self._reader = reader
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, frame: VideoFrame, rendered: Image.Image) -> None:
+        """`rendered` (stages.render's RGBA cut-out, "L" mask or RGB composite) as `frame`'s picture."""
+        try:
+            self._write(frame, rendered)
+            self._mux_audio(self._reader.take_audio())
+        except BaseException:
+            self.abort()
+            raise
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Finish (flush the encoders, mux the audio read so far) and rename into place. Call it once
+        the reader's frames() is exhausted, so that the audio after the last frame is in the queue."""
+        try:
+            self._mux_audio(self._reader.take_audio())
+            self._finish()
+            self._replace_target()
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Stop and remove what was written; the target is left as it was."""
+        self._discard()
+
+    def _write(self, frame: VideoFrame, rendered: Image.Image) -> None:
+        raise NotImplementedError
+
+    def _mux_audio(self, packets: list[Any]) -> None:
+        pass  # a folder of frames has no audio: the packets are dropped, so the queue stays short
+
+    def _finish(self) -> None:
+        pass
+
+    def _replace_target(self) -> None:
+        os.replace(self.partial, self.path)
+
+    def _discard(self) -> None:
+        self.partial.unlink(missing_ok=True)
+
+
+class _ClipWriter(VideoWriter):
+    def __init__(self, path: Path, reader: VideoReader, encoding: _Encoding, background) -> None:
+        super().__init__(path, reader)
+        av = _av()
+        info = reader.info
+        self._encoding = encoding
+        self._background = tuple(background or DEFAULT_BACKGROUND)[:3]  # no alpha in H.264: opaque
+        self._last_pts: int | None = None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._container = av.open(str(self.partial), "w", format=encoding.container)
+        try:
+            self._video = self._add_video(encoding, info)
+            self._audio, self._copy_audio = self._add_audio(reader.audio_stream, encoding)
+        except BaseException:
+            self._discard()
+            raise
+
+    def _add_video(self, encoding: _Encoding, info: VideoInfo) -> Any:
+        stream = self._container.add_stream(encoding.codec, rate=info.frame_rate, options=encoding.options)
+        stream.width, stream.height = _coded_size(encoding, info.width, info.height)
+        stream.pix_fmt = encoding.pix_fmt
+        context = stream.codec_context
+        context.time_base = info.time_base  # the source's pts go through unchanged
+        context.colorspace = context.color_primaries = context.color_trc = _BT709
+        context.color_range = _LIMITED
+        return stream
+
+    def _add_audio(self, source: Any, encoding: _Encoding) -> tuple[Any, bool]:
+        """The output audio stream and whether packets are copied (True) or re-encoded (False)."""
+        if source is None:
+            return None, False
+        try:
+            return self._container.add_stream_from_template(source), True
+        except ValueError:  # the container does not take this codec (WebM takes only Opus and Vorbis)
+            pass
+        rate = (
+            48_000 if encoding.audio_codec == "libopus" else source.codec_context.sample_rate
+        )  # Opus: 48 kHz
+        stream = self._container.add_stream(encoding.audio_codec, rate=rate)
+        stream.layout = source.codec_context.layout
+        return stream, False
+
+    def _write(self, frame: VideoFrame, rendered: Image.Image) -> None:
+        av = _av()
+        picture = _pad_to(self._picture(rendered), (self._video.width, self._video.height))
+        # Not VideoFrame.from_image: it converts to RGB, dropping the alpha (PyAV 18.1).
+        rgb = av.VideoFrame.from_ndarray(
+            np.asarray(picture), format="rgba" if picture.mode == "RGBA" else "rgb24"
+        )
+        coded = rgb.reformat(format=self._encoding.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+        coded.pts = self._next_pts(frame)
+        coded.time_base = self._reader.info.time_base
+        self._container.mux(self._video.encode(coded))
+
+    def _picture(self, rendered: Image.Image) -> Image.Image:
+        """RGBA for the codecs with alpha (an "L" mask or an RGB composite opaque); RGB for H.264, a
+        cut-out composited on the background by stages.on_background."""
+        if self._encoding.pix_fmt.startswith("yuva"):
+            return rendered if rendered.mode == "RGBA" else rendered.convert("RGBA")
+        if rendered.mode == "RGBA":
+            alpha = np.asarray(rendered.getchannel("A"))
+            return stages.on_background(rendered.convert("RGB"), alpha, self._background)
+        return rendered if rendered.mode == "RGB" else rendered.convert("RGB")
+
+    def _next_pts(self, frame: VideoFrame) -> int:
+        """The source's pts, or one tick past the previous where it has none or repeats one (encoders
+        refuse pts that do not increase)."""
+        pts = frame.pts
+        if pts is None or (self._last_pts is not None and pts <= self._last_pts):
+            step = max(1, round(1 / (self._reader.info.frame_rate * self._reader.info.time_base)))
+            pts = 0 if self._last_pts is None else self._last_pts + step
+        self._last_pts = pts
+        return pts
+
+    def _mux_audio(self, packets: list[Any]) -> None:
+        if self._audio is None:
+            return
+        for packet in packets:
+            if self._copy_audio:
+                packet.stream = self._audio
+                self._container.mux(packet)
+            else:
+                for decoded in packet.decode():
+                    self._container.mux(self._audio.encode(decoded))
+
+    def _finish(self) -> None:
+        self._container.mux(self._video.encode(None))
+        if self._audio is not None and not self._copy_audio:
+            self._container.mux(self._audio.encode(None))
+        self._container.close()
+
+    def _discard(self) -> None:
+        try:
+            self._container.close()
+        except Exception:  # noqa: BLE001 - closing a half-written file may fail; it is deleted anyway
+            pass
+        super()._discard()
+
+
+class _FramesWriter(VideoWriter):
+    """A folder of PNGs, frame_000001.png ...: RGBA cut-outs, grey masks or RGB composites, as
+    rendered. The folder is built under the temporary name and renamed into place at close()."""
+
+    def __init__(self, path: Path, reader: VideoReader) -> None:
+        super().__init__(path, reader)
+        if path.exists() and not _is_frames_folder(path):
+            raise RmbgError(f"{path} exists and holds other files than frames; give a new or empty folder.")
+        shutil.rmtree(self.partial, ignore_errors=True)
+        self.partial.mkdir(parents=True)
+
+    def _write(self, frame: VideoFrame, rendered: Image.Image) -> None:
+        name = FRAME_NAME.format(frame.index + 1)
+        (self.partial / name).write_bytes(stages.encode(rendered, "png"))
+
+    def _replace_target(self) -> None:
+        # A folder cannot replace a non-empty one in one rename: the old frames go aside first.
+        previous = self.path.with_name(f".{self.path.name}.previous-{os.getpid()}")
+        if self.path.exists():
+            os.replace(self.path, previous)
+        os.replace(self.partial, self.path)
+        shutil.rmtree(previous, ignore_errors=True)
+
+    def _discard(self) -> None:
+        shutil.rmtree(self.partial, ignore_errors=True)
+
+
+def _coded_size(encoding: _Encoding, width: int, height: int) -> tuple[int, int]:
+    """The frame size to encode: H.264 in 4:2:0 takes only even sizes, so an odd one gets one more
+    column or row (see _pad_to); VP9 and ProRes code any size."""
+    if encoding.codec != "libx264":
+        return width, height
+    return width + width % 2, height + height % 2
+
+
+def _pad_to(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`image` grown to `size` by repeating its last column and row (no visible border)."""
+    if image.size == size:
+        return image
+    pixels = np.asarray(image)
+    grow = ((0, size[1] - image.height), (0, size[0] - image.width)) + ((0, 0),) * (pixels.ndim - 2)
+    return Image.fromarray(np.pad(pixels, grow, mode="edge"), image.mode)
+
+
+def _is_frames_folder(path: Path) -> bool:
+    """Whether `path` is an empty folder or one holding only frame_*.png (an earlier run's output)."""
+    return path.is_dir() and all(p.is_file() and p.match("frame_*.png") for p in path.iterdir())
