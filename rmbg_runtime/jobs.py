@@ -203,7 +203,7 @@ def _names_a_file(output: str) -> bool:
     if output.endswith(("/", os.sep)) or Path(output).is_dir():
         return False
     suffix = Path(output).suffix.lower()
-    known = (OUTPUT_SUFFIXES, IMAGE_SUFFIXES, OUTPUT_KINDS, Image.registered_extensions())
+    known = (OUTPUT_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, Image.registered_extensions())
     return any(suffix in names for names in known)
 
 

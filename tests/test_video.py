@@ -287,6 +287,7 @@ def test_video_plans_name_outputs_by_suffix_folder_and_video_format(tmp_path):
     refusals = [
         (([str(clip)], "-"), "cannot go to standard output"),
         (([str(clip)], str(tmp_path / "o.png")), "must name a .webm, .mov or .mp4 file"),
+        (([str(clip)], str(tmp_path / "o.mkv")), "must name a .webm, .mov or .mp4 file"),
         (([str(clip)], str(tmp_path / "o.webm"), None, False, "mov"), "--video-format is mov"),
         (([str(clip)], str(tmp_path)), "holds the input"),
         (([str(clip)], str(clip)), "over an input"),
