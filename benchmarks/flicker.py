@@ -10,7 +10,10 @@ frames once (fresh noise every frame) and runs them through the same model:
 - clean: no noise (the masks are the truth; a filter can only add lag here);
 - sensor noise: Gaussian noise of --noise levels (of 255) per pixel and channel;
 - sensor noise + JPEG: the same, then a JPEG round trip at --jpeg-quality (Pillow), as a codec's
-  quantisation.
+  quantisation;
+- no model, edge wobble: the subject's own anti-aliased matte as truth, observed with its edge
+  shifted by --wobble px (fresh every frame) and a little noise in the edge band, as a trained
+  network's masks of a hard edge flicker (the fixture's masks have no hard edges).
 
 For every filter (none; plain EMAs; rmbg_runtime.temporal.MaskSmoother, the change-gated EMA, at
 its defaults and other settings; a per-pixel One Euro filter, Casiez et al. 2012) it prints:
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -120,16 +124,33 @@ def render_clip(frames: int, size: int, seed: int) -> list[np.ndarray]:
     return [_over(background, subject, _ellipse_coverage(size, cx)) for cx in subject_positions(frames, size)]
 
 
-def _ellipse_coverage(size: int, cx: float, supersample: int = 4) -> np.ndarray:
-    """float32 (size, size) share of each pixel inside the ellipse (4x4 supersampling)."""
+def _ellipse_coverage(size: int, cx: float, cy: float | None = None, scale: float = 1.0) -> np.ndarray:
+    """float32 (size, size) share of each pixel inside the subject's ellipse (4x4 supersampling)."""
+    supersample = 4
+    cy = size / 2 if cy is None else cy
     y, x = np.mgrid[0 : size * supersample, 0 : size * supersample].astype(np.float32) / supersample
-    inside = ((x - cx) / (0.18 * size)) ** 2 + ((y - size / 2) / (0.27 * size)) ** 2 <= 1
+    inside = ((x - cx) / (0.18 * size * scale)) ** 2 + ((y - cy) / (0.27 * size * scale)) ** 2 <= 1
     return inside.reshape(size, supersample, size, supersample).mean(axis=(1, 3), dtype=np.float32)
 
 
 def _over(background: np.ndarray, subject: np.ndarray, coverage: np.ndarray) -> np.ndarray:
     blend = background * (1 - coverage[..., None]) + subject * coverage[..., None]
     return np.clip(blend + 0.5, 0, 255).astype(np.uint8)
+
+
+def wobbling_mattes(frames: int, size: int, wobble: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, observed) uint8 (N, H, W) without a model: the subject's own anti-aliased matte, and
+    that matte as a trained network's flicker looks: the edge shifted by `wobble` px (std) and the
+    size by wobble / 100 of it, fresh every frame, plus 2 levels of noise in the edge band."""
+    rng = np.random.default_rng(seed)
+    truth, observed = [], []
+    for cx in subject_positions(frames, size):
+        truth.append(np.rint(255 * _ellipse_coverage(size, cx)))
+        cx, cy = cx + rng.normal(0, wobble), size / 2 + rng.normal(0, wobble)
+        matte = 255 * _ellipse_coverage(size, cx, cy, 1 + rng.normal(0, wobble / 100))
+        band = (matte > 0) & (matte < 255)
+        observed.append(np.clip(np.rint(matte + band * rng.normal(0, 2, matte.shape)), 0, 255))
+    return np.stack(truth).astype(np.uint8), np.stack(observed).astype(np.uint8)
 
 
 def degrade(clean: list[np.ndarray], noise: float, jpeg_quality: int | None, seed: int) -> list[np.ndarray]:
@@ -224,6 +245,11 @@ def measure(model: Path, args) -> list[dict]:
                 figures = flicker_metrics(smoothed(make, masks), truth, args.large)
                 rows.append({"scenario": scenario, "filter": name, **figures, "ms_1080p": costs[name]})
             print(f"{scenario}: done", file=sys.stderr, flush=True)
+    truth, masks = wobbling_mattes(args.frames, args.size, args.wobble, args.seed)
+    for name, make in CANDIDATES.items():
+        figures = flicker_metrics(smoothed(make, masks), truth, args.large)
+        rows.append({"scenario": f"no model: edge wobble {args.wobble:g} px", "filter": name, **figures,
+                     "ms_1080p": costs[name]})  # fmt: skip
     return rows
 
 
@@ -250,6 +276,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="frame width and height")
     parser.add_argument("--noise", type=float, default=6.0, help="sensor noise, std in levels of 255")
     parser.add_argument("--jpeg-quality", type=int, default=75)
+    parser.add_argument("--wobble", type=float, default=0.25, help="px: edge jitter of the no-model matte")
     parser.add_argument("--large", type=int, default=8, help="levels: a 'large' change of the truth")
     parser.add_argument("--cost-runs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
@@ -261,7 +288,8 @@ def main() -> None:
         rows = measure(model, args)
     text = (
         f"{cpu_line()}\n\n{args.frames} frames of {args.size}x{args.size}, fixture weights unless --model; "
-        f"levels of 255; large = a truth change of at least {args.large}.\n\n{table(rows)}\n"
+        f"levels of 255; large = a truth change of at least {args.large}; load average (1 min) after the run "
+        f"{os.getloadavg()[0]:.1f} (the ms column is the one that depends on it).\n\n{table(rows)}\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"machine": machine(), "cpu": cpu_line(), "args": {k: str(v) for k, v in vars(args).items()}}

@@ -11,10 +11,11 @@ import pytest
 from rmbg_runtime.temporal import DEFAULT_MIN_WEIGHT, DEFAULT_MOTION, DEFAULT_NOISE, MaskSmoother
 
 HEIGHT, WIDTH = 48, 96
-# A step below `motion` leaves at most `noise` levels after its own frame (the defaults' ramp:
-# max of s * (1 - weight(s)) is 8), which shrink by (1 - min_weight) a frame until under half a
-# level: then the rounded output is the new value. Counting the step's frame: 11 frames.
-SETTLE_FRAMES = 1 + math.ceil(math.log(0.5 / DEFAULT_NOISE) / math.log(1 - DEFAULT_MIN_WEIGHT))
+# A step below `motion` leaves at most max_lag levels after its own frame (8 at the defaults), which
+# shrink by (1 - min_weight) a frame until under half a level: then the rounded output is the new
+# value. Counting the step's frame: 11 frames at the defaults.
+MAX_LAG = MaskSmoother().max_lag
+SETTLE_FRAMES = 1 + math.ceil(math.log(0.5 / MAX_LAG) / math.log(1 - DEFAULT_MIN_WEIGHT))
 
 
 def run(smoother: MaskSmoother, frames) -> np.ndarray:
@@ -84,14 +85,32 @@ def test_a_fast_moving_edge_has_no_lag():
     assert (smoothed == np.stack(frames)).all()
 
 
-def test_a_slow_soft_edge_lags_less_than_motion_levels_and_settles():
-    """16 levels a frame (below `motion`): the lag stays under `motion` levels and is gone
+def test_a_slow_soft_edge_lags_at_most_max_lag_and_settles():
+    """16 levels a frame (below `motion`): the lag stays within max_lag (8 levels) and is gone
     SETTLE_FRAMES after the edge stops."""
     frames = [soft_edge(20 + 0.5 * t, width=8) for t in range(60)] + [soft_edge(50, width=8)] * SETTLE_FRAMES
     raw = np.stack(frames).astype(np.int16)
     smoothed = run(MaskSmoother(), frames)
-    assert np.abs(smoothed - raw).max() < DEFAULT_MOTION
+    assert np.abs(smoothed - raw).max() <= MAX_LAG
     assert (smoothed[-1] == raw[-1]).all()
+
+
+@pytest.mark.parametrize("settings", [(), (0.25, 4, 16), (0.1, 8, 32), (0.5, 20, 30), (0.05, 0, 64)])
+def test_output_is_never_further_than_max_lag_from_the_frame(settings):
+    """Any sequence (random walks and jumps of every size): |output - input| <= max_lag + rounding,
+    and the bound is tight (reached here within a level), so it is not a loose promise."""
+    smoother = MaskSmoother(*settings)
+    rng = np.random.default_rng(3)
+    walk = rng.integers(-40, 41, (60, HEIGHT, WIDTH)).cumsum(axis=0) + 128
+    jumps = rng.integers(0, 256, (60, HEIGHT, WIDTH))
+    frames = np.clip(np.concatenate([walk, jumps, walk[::-1]]), 0, 255).astype(np.uint8)
+    smoothed = run(smoother, frames)
+    bound = math.floor(smoother.max_lag + 0.5)
+    assert bound - 1 <= np.abs(smoothed - frames).max() <= bound
+
+
+def test_the_defaults_lag_at_most_8_levels():
+    assert MAX_LAG == 8 and SETTLE_FRAMES == 11
 
 
 def test_uint8_in_and_out_shape_kept_first_frame_unchanged():
