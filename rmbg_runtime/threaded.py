@@ -76,6 +76,26 @@ class Prepared:
     timings: dict[str, float]
 
 
+class _InFlight:
+    """The images of one `map_with` call. Once abandoned, their stages not yet started are skipped and
+    those still queued for inference are cancelled (the batcher drops them unrun)."""
+
+    def __init__(self) -> None:
+        self.abandoned = threading.Event()
+        self._queued: set[Future] = set()
+
+    def queued(self, inferred: Future) -> None:
+        self._queued.add(inferred)
+        inferred.add_done_callback(self._queued.discard)
+        if self.abandoned.is_set():  # abandoned while this one was being submitted
+            inferred.cancel()
+
+    def abandon(self) -> None:
+        self.abandoned.set()
+        for inferred in list(self._queued):
+            inferred.cancel()
+
+
 class Pipeline:
     """Stages over one backend, which it owns. Thread-safe; `close()` finishes queued work, stops
     the workers and closes the backend."""
@@ -182,23 +202,25 @@ class Pipeline:
     ) -> Iterator[T | RmbgError]:
         """`map` with `finish` (run in the pool) in place of postprocess, render and encode: the video
         driver takes each frame's alpha this way. Closing the iterator early (the consumer failed or
-        was interrupted) skips the stages its images have not started yet."""
+        was interrupted) drops its images still queued for inference and skips the stages the others
+        have not started."""
         window = min(window or 2 * self.max_batch + self.threads, self.batcher.max_queue)
-        abandoned = threading.Event()
+        in_flight = _InFlight()
         pending: deque[Future] = deque()
         try:
             for source in sources:
-                pending.append(self._start(source, finish, abandoned))
+                pending.append(self._start(source, finish, in_flight))
                 if len(pending) >= window:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
         finally:
-            abandoned.set()
+            in_flight.abandon()
 
     def _start(
-        self, source: ImageInput, finish: Callable[[Prepared, BatchResult], T], abandoned: threading.Event
+        self, source: ImageInput, finish: Callable[[Prepared, BatchResult], T], in_flight: _InFlight
     ) -> Future:
+        abandoned = in_flight.abandoned
         done: Future = Future()
 
         def fail_or_raise(err: BaseException) -> None:
@@ -223,6 +245,7 @@ class Pipeline:
             except BaseException as err:  # noqa: BLE001 - handed to the consumer
                 fail_or_raise(err)
                 return
+            in_flight.queued(inferred)
             inferred.add_done_callback(lambda f: self.pool.submit(finished, prepared, f))
 
         self.pool.submit(self.prepare, source, abandoned).add_done_callback(prepared_ready)
