@@ -186,7 +186,7 @@ def build_cli():
             progress = ProgressLine(len(jobs), enabled=not quiet and (len(jobs) > 1 or videos), videos=videos)
             failures = _run_jobs(pipeline, jobs, options, progress, smooth)
         if failures:
-            click.echo(f"{failures} of {len(jobs)} {'files' if videos else 'images'} failed.", err=True)
+            click.echo(f"{failures} of {len(jobs)} {progress.unit} failed.", err=True)
             sys.exit(1)
 
     _add_serve(cli, click)
@@ -268,8 +268,8 @@ def _run_jobs(pipeline, jobs: list[Job], options: OutputOptions, progress: Progr
                 failures += _run_images(pipeline, list(group), options, progress)
     except BackendError as err:  # every later input would fail the same way: stop at the first
         progress.finish()
-        unit = "files" if progress.videos else "images"
-        raise BackendError(f"stopped after {progress.done} of {progress.total} {unit}: {err}") from None
+        done = f"{progress.done} of {progress.total} {progress.unit}"
+        raise BackendError(f"stopped after {done}: {err}") from None
     progress.finish()
     return failures
 
@@ -282,22 +282,22 @@ def _run_video(pipeline, job: Job, options: OutputOptions, smooth: bool, progres
 
     from .video.run import remove_video
 
+    failure = None
     try:
         remove_video(
             pipeline, job.source, job.target, options, kind=job.video_kind, smooth=smooth, progress=frames
         )
     except BackendError:
         raise
-    except RmbgError as err:
-        progress.error(str(err))
-        progress.update(1, 1)
-        return 1
+    except RmbgError as err:  # this video's own failure (VideoError and the like): the run goes on
+        failure = str(err)
     except OSError as err:
-        progress.error(f"cannot write {job.target}: {err.strerror or err}")
-        progress.update(1, 1)
-        return 1
-    progress.update(1)
-    return 0
+        failure = f"cannot write {job.target}: {err.strerror or err}"
+    failed = int(failure is not None)
+    if failure is not None:
+        progress.error(failure)
+    progress.update(1, failed)
+    return failed
 
 
 def _run_images(pipeline, jobs: list[Job], options: OutputOptions, progress: ProgressLine) -> int:

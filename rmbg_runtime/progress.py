@@ -52,6 +52,10 @@ class ProgressLine:
         self.clip: _Clip | None = None
         self.width = 0  # of the last line drawn on a terminal (in a run with videos)
 
+    @property
+    def unit(self) -> str:
+        return "files" if self.videos else "images"
+
     def update(self, count: int, failed: int = 0) -> None:
         """`count` more images (or videos) done, `failed` of them failed."""
         self.report(self.done + count, self.total, failed)
@@ -92,7 +96,7 @@ class ProgressLine:
         self.stream.flush()
 
     def text(self) -> str:
-        line = f"{self.done}/{self.total} {'files' if self.videos else 'images'}"
+        line = f"{self.done}/{self.total} {self.unit}"
         if not self.rates:
             return line
         if self.videos:
