@@ -1,7 +1,8 @@
-"""`rmbg remove`: background removal for files, folders, globs and stdin/stdout."""
+"""`rmbg remove`: background removal for files, folders, globs and stdin/stdout, images and videos."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
@@ -16,6 +17,7 @@ from .jobs import Job, plan_jobs
 from .progress import ProgressLine
 from .stages import DEFAULT_PNG_COMPRESS_LEVEL, FORMATS, OutputOptions
 from .threaded import Pipeline
+from .video_formats import VIDEO_FORMATS, check_video_support
 
 
 def _engine_options(click):
@@ -78,7 +80,8 @@ def build_cli():
         "--output",
         required=True,
         help="Output folder, a .png/.webp file for one input (its suffix sets the format), or - for "
-        "standard output.",
+        "standard output; for one video, a .webm (VP9 with alpha), .mov (ProRes 4444 with alpha) or .mp4 "
+        "(H.264, no alpha: on --background, white by default) file, or a folder for its PNG frames.",
     )
     @click.option("--mask-only", is_flag=True, help="Write the 8-bit mask (grey PNG) instead of the cut-out.")
     @click.option(
@@ -88,6 +91,14 @@ def build_cli():
     )
     @click.option(
         "--format", "fmt", type=click.Choice(FORMATS), help="Output format [png, or the -o suffix]."
+    )
+    @click.option(
+        "--video-format",
+        type=click.Choice(list(VIDEO_FORMATS)),
+        help="What each video in an output folder becomes: NAME.webm, .mov, .mp4, or NAME.frames/ [webm].",
+    )
+    @click.option(
+        "--smooth", is_flag=True, help="Steady a video's masks over time (less flicker on still scenes)."
     )
     @click.option(
         "--keep-suffix", is_flag=True, help="Name outputs a.jpg.png (so a.jpg and a.png do not clash)."
@@ -131,6 +142,8 @@ def build_cli():
         mask_only,
         background,
         fmt,
+        video_format,
+        smooth,
         keep_suffix,
         batch_size,
         skip_existing,
@@ -145,11 +158,17 @@ def build_cli():
         quiet,
         verbose,
     ) -> None:
-        """Remove the background of INPUTS (files, folders, globs, or - for standard input)."""
-        plan = plan_jobs(list(inputs), output, fmt, keep_suffix)
+        """Remove the background of INPUTS (image and video files, folders, globs, or - for standard
+        input)."""
+        plan = plan_jobs(list(inputs), output, fmt, keep_suffix, video_format)
         _check_mask_options(mask_only, background, refine, plan.fmt)
         _check_standard_streams(plan.jobs)
-        jobs = [j for j in plan.jobs if not (skip_existing and j.target and is_complete_image(j.target))]
+        videos = any(job.video_kind for job in plan.jobs)
+        if videos:
+            check_video_support()  # PyAV missing: one sentence now, before the model loads
+        elif smooth:
+            raise UsageError("--smooth steadies a video's masks over time, but no input is a video; drop it.")
+        jobs = [j for j in plan.jobs if not (skip_existing and j.target and is_complete(j))]
         notes = [f"skipped {skipped}" for skipped in plan.skipped]
         if not jobs:
             notes.append(f"all {len(plan.jobs)} outputs exist already; nothing to do")
@@ -164,10 +183,10 @@ def build_cli():
         ) as pipeline:
             if verbose:
                 sys.stderr.write(f"note: {running_on(pipeline)}\n")
-            progress = ProgressLine(len(jobs), enabled=not quiet and len(jobs) > 1)
-            failures = _run_jobs(pipeline, jobs, options, progress)
+            progress = ProgressLine(len(jobs), enabled=not quiet and (len(jobs) > 1 or videos), videos=videos)
+            failures = _run_jobs(pipeline, jobs, options, progress, smooth)
         if failures:
-            click.echo(f"{failures} of {len(jobs)} images failed.", err=True)
+            click.echo(f"{failures} of {len(jobs)} {progress.unit} failed.", err=True)
             sys.exit(1)
 
     _add_serve(cli, click)
@@ -228,18 +247,66 @@ def _write_stdout(data: bytes) -> None:
         ) from None
 
 
-def _run_jobs(pipeline, jobs: list[Job], options: OutputOptions, progress: ProgressLine) -> int:
-    """Every job through the staged pipeline; outputs are written here, in the main thread, so an
-    interrupt always unwinds through the write that removes its partial file. Returns failures."""
+def is_complete(job: Job) -> bool:
+    """Whether the job's output exists whole. A video's writer renames its output (file or frames
+    folder) into place only after the last frame, so for a video, existing is being complete."""
+    if job.video_kind is None:
+        return is_complete_image(job.target)
+    return job.target.exists()
+
+
+def _run_jobs(pipeline, jobs: list[Job], options: OutputOptions, progress: ProgressLine, smooth: bool) -> int:
+    """Every job through the staged pipeline, in order: runs of images together (so they batch), each
+    video streamed on its own. Outputs are written in the main thread, so an interrupt always unwinds
+    through the write that removes its partial file. Returns failures."""
+    failures = 0
+    try:
+        for is_video, group in itertools.groupby(jobs, key=lambda job: job.video_kind is not None):
+            if is_video:
+                failures += sum(_run_video(pipeline, job, options, smooth, progress) for job in group)
+            else:
+                failures += _run_images(pipeline, list(group), options, progress)
+    except BackendError as err:  # every later input would fail the same way: stop at the first
+        progress.finish()
+        done = f"{progress.done} of {progress.total} {progress.unit}"
+        raise BackendError(f"stopped after {done}: {err}") from None
+    progress.finish()
+    return failures
+
+
+def _run_video(pipeline, job: Job, options: OutputOptions, smooth: bool, progress: ProgressLine) -> int:
+    """One video through the pipeline (video/run.py); returns 1 if it failed, else 0."""
+
+    def frames(done: int, total: int | None) -> None:
+        progress.frames(job.label, done, total)
+
+    from .video.run import remove_video
+
+    failure = None
+    try:
+        remove_video(
+            pipeline, job.source, job.target, options, kind=job.video_kind, smooth=smooth, progress=frames
+        )
+    except BackendError:
+        raise
+    except RmbgError as err:  # this video's own failure (VideoError and the like): the run goes on
+        failure = str(err)
+    except OSError as err:
+        failure = f"cannot write {job.target}: {err.strerror or err}"
+    failed = int(failure is not None)
+    if failure is not None:
+        progress.error(failure)
+    progress.update(1, failed)
+    return failed
+
+
+def _run_images(pipeline, jobs: list[Job], options: OutputOptions, progress: ProgressLine) -> int:
+    """Images through the pipeline, batched; returns how many failed."""
     sources = (sys.stdin.buffer.read() if job.source is None else job.source for job in jobs)
     failures = 0
     results = pipeline.map(sources, options)
     for job in jobs:
-        try:
-            result = next(results)
-        except BackendError as err:  # every later image would fail the same way: stop at the first
-            progress.finish()
-            raise BackendError(f"stopped after {progress.done} of {progress.total} images: {err}") from None
+        result = next(results)
         failed = 0
         if isinstance(result, RmbgError):
             progress.error(str(result))
@@ -254,7 +321,6 @@ def _run_jobs(pipeline, jobs: list[Job], options: OutputOptions, progress: Progr
                 failed = 1
         failures += failed
         progress.update(1, failed)
-    progress.finish()
     return failures
 
 

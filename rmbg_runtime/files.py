@@ -10,13 +10,18 @@ from pathlib import Path
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
 
 
+def partial_path(final: Path) -> Path:
+    """The temporary name beside `final` that an output is written under until it is complete."""
+    return final.with_name(f".{final.name}.partial-{os.getpid()}")
+
+
 @contextlib.contextmanager
 def atomic_output(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it into place only if the block succeeds, and
     never leave the temporary file behind. Its name (.NAME.partial-PID) has no image suffix, so no
     run takes it as an input."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    partial = partial_path(final)
     try:
         yield partial
         os.replace(partial, final)

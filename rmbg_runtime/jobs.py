@@ -1,8 +1,8 @@
 """The plan of a run that writes one file per input: which files are inputs, where each output goes,
 and the check that no output overwrites another output or any input.
 
-Pure path logic with no image work, so `rmbg remove`, `rmbg eval --save-masks` (and later video
-outputs) share one set of rules:
+Pure path logic with no image work, so `rmbg remove` (images and videos) and `rmbg eval --save-masks`
+share one set of rules:
 
 - A folder is read recursively; symbolic links are followed, a folder reached twice (a link loop or
   an alias) is read once and reported. A glob keeps the tree below its fixed part (`tree/**/*.jpg`:
@@ -10,6 +10,9 @@ outputs) share one set of rules:
 - The output folder, and anything under it, is never an input when it lies inside an input folder or
   glob, so a rerun reads the same inputs as the first run.
 - Two jobs writing one path, or a job writing over an input, refuse the whole run before any work.
+- A video (video.io.VIDEO_SUFFIXES) becomes a video named by --output's suffix, or in an output
+  folder `NAME.webm` (`.mov`, `.mp4`: --video-format) or a folder of PNG frames `NAME.frames/`; one
+  video with an output folder and no --video-format writes its frames into that folder.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from pathlib import Path, PurePath
 
 from .errors import UsageError
 from .images import IMAGE_SUFFIXES, is_image_file
+from .video.io import FRAMES_KIND, OUTPUT_KINDS, VIDEO_SUFFIXES
+from .video_formats import DEFAULT_VIDEO_FORMAT, VIDEO_FORMATS, format_kind, is_video_file
 
 OUTPUT_SUFFIXES = {".png": "png", ".webp": "webp"}
 CLASHES_NAMED = 3  # how many clashes one error message lists
@@ -32,6 +37,7 @@ CLASHES_NAMED = 3  # how many clashes one error message lists
 class Job:
     source: Path | None  # None: standard input
     target: Path | None  # None: standard output
+    video_kind: str | None = None  # a video's output kind (video_formats.KINDS); None: an image
 
     @property
     def label(self) -> str:
@@ -95,7 +101,7 @@ class _Walker:
             elif take_all or select(child, False) == "all":
                 if entry.is_symlink() and not path.exists():
                     self.skipped.append(f"{path} (a broken link)")
-                elif is_image_file(path):
+                elif is_image_file(path) or (is_video_file(path) and path.is_file()):
                     yield path, child
 
 
@@ -152,7 +158,7 @@ def _exclusion(root: Path, output_folder: Path | None) -> Path | None:
 
 
 def expand_inputs(items: list[str], output_folder: Path | None = None) -> Inputs:
-    """Every image named by files, folders or globs, with its place below the output folder."""
+    """Every image and video named by files, folders or globs, with its place below the output folder."""
     found = Inputs()
     several = len(items) > 1
     for item in items:
@@ -161,22 +167,24 @@ def expand_inputs(items: list[str], output_folder: Path | None = None) -> Inputs
             walker = _Walker(_exclusion(root, output_folder), found.skipped)
             matched = [Found(p, rel) for p, rel in walker.files(root, _glob_select(pattern), False)]
             if not matched:
-                raise UsageError(f"{item} matches no image file; check the pattern (quote it for the shell).")
+                raise UsageError(
+                    f"{item} matches no image or video file; check the pattern (quote it for the shell)."
+                )
             found.files += matched
         elif Path(item).is_dir():
             walker = _Walker(_exclusion(Path(item), output_folder), found.skipped)
             below = PurePath(Path(os.path.abspath(item)).name) if several else PurePath()
             files = [Found(p, below / rel) for p, rel in walker.files(Path(item), _take_everything, True)]
             if not files:
-                found.skipped.append(f"{item} (holds no image file)")
+                found.skipped.append(f"{item} (holds no image or video file)")
             found.files += files
         elif Path(item).exists():
             found.files.append(Found(Path(item), PurePath(Path(item).name)))
         else:
             raise UsageError(f"{item} does not exist; check the path.")
     if not found.files:
-        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
-        raise UsageError(f"{', '.join(items)} holds no image file; rmbg reads {suffixes}.")
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES | set(VIDEO_SUFFIXES)))
+        raise UsageError(f"{', '.join(items)} holds no image or video file; rmbg reads {suffixes}.")
     return found
 
 
@@ -195,7 +203,8 @@ def _names_a_file(output: str) -> bool:
     if output.endswith(("/", os.sep)) or Path(output).is_dir():
         return False
     suffix = Path(output).suffix.lower()
-    return suffix in OUTPUT_SUFFIXES or suffix in IMAGE_SUFFIXES or suffix in Image.registered_extensions()
+    known = (OUTPUT_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, Image.registered_extensions())
+    return any(suffix in names for names in known)
 
 
 def _file_format(output: str, fmt: str | None) -> str:
@@ -223,14 +232,65 @@ def _stdin_plan(output: str, fmt: str | None) -> Plan:
     return Plan([Job(None, Path(output))], _file_format(output, fmt), [])
 
 
-def plan_jobs(inputs: list[str], output: str, fmt: str | None = None, keep_suffix: bool = False) -> Plan:
+def _video_plan(source: Path, output: str, video_format: str | None) -> Plan:
+    """One video file's job: a video named by its suffix, or a folder (see the module's notes)."""
+    if output == "-":
+        raise UsageError(
+            f"{source} is a video, which cannot go to standard output; name a .webm, .mov or .mp4 file, "
+            "or a folder for PNG frames."
+        )
+    named = Path(output).suffix.lower() if _names_a_file(output) else None
+    if named is not None and named not in OUTPUT_KINDS:
+        raise UsageError(
+            f"{source} is a video, so --output {output} must name a .webm, .mov or .mp4 file, or a folder "
+            "for PNG frames."
+        )
+    if named is not None:
+        kind = OUTPUT_KINDS[named]
+        if video_format is not None and format_kind(video_format) != kind:
+            raise UsageError(
+                f"--output {output} names a {named} video but --video-format is {video_format}; "
+                "drop one of them."
+            )
+        target = Path(output)
+    elif video_format is None:
+        kind, target = FRAMES_KIND, Path(output)
+        if source.resolve().is_relative_to(target.resolve()):
+            raise UsageError(
+                f"--output {output} holds the input {source}, so its frames cannot go there; "
+                "name a new folder."
+            )
+    else:
+        kind = format_kind(video_format)
+        target = Path(output) / output_name(PurePath(source.name), VIDEO_FORMATS[video_format][1:], False)
+    check_outputs([(source, target)], "name another output")
+    return Plan([Job(source, target, kind)], "png", [])
+
+
+def _folder_job(found: Found, folder: Path, fmt: str, keep_suffix: bool, video_format: str) -> Job:
+    if is_video_file(found.path):
+        name = output_name(found.relative, VIDEO_FORMATS[video_format][1:], keep_suffix)
+        return Job(found.path, folder / name, format_kind(video_format))
+    return Job(found.path, folder / output_name(found.relative, fmt, keep_suffix))
+
+
+def plan_jobs(
+    inputs: list[str],
+    output: str,
+    fmt: str | None = None,
+    keep_suffix: bool = False,
+    video_format: str | None = None,
+) -> Plan:
     """The jobs of `rmbg remove INPUTS -o OUTPUT`, checked: raises UsageError before any work when an
-    output name is unusable or two outputs clash."""
+    output name is unusable or two outputs clash. `fmt`: the images' format; `video_format`: the
+    kind of the videos' outputs in an output folder (video_formats.VIDEO_FORMATS)."""
     if inputs == ["-"]:
         return _stdin_plan(output, fmt)
     if "-" in inputs:
         raise UsageError("'-' (standard input) cannot be mixed with other inputs.")
     one_file = len(inputs) == 1 and not glob.has_magic(inputs[0]) and Path(inputs[0]).is_file()
+    if one_file and is_video_file(Path(inputs[0])):
+        return _video_plan(Path(inputs[0]), output, video_format)
     if output == "-":
         if not one_file:
             raise UsageError("--output - (standard output) takes exactly one input image file.")
@@ -249,7 +309,8 @@ def plan_jobs(inputs: list[str], output: str, fmt: str | None = None, keep_suffi
         raise UsageError(f"--output {output} is an existing file, not a folder; name an output folder.")
     fmt = fmt or "png"
     found = expand_inputs(inputs, folder)
-    jobs = [Job(f.path, folder / output_name(f.relative, fmt, keep_suffix)) for f in found.files]
+    video_format = video_format or DEFAULT_VIDEO_FORMAT
+    jobs = [_folder_job(f, folder, fmt, keep_suffix, video_format) for f in found.files]
     check_outputs(
         [(job.source, job.target) for job in jobs],
         "add --keep-suffix to name outputs like a.jpg.png, or choose another output folder",

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from .backends import Backend, BackendConfig, open_backend
+from .backends import Backend, BackendConfig, ClosingBackend, open_backend
 from .errors import RmbgError
 from .images import DEFAULT_MAX_PIXELS, IMAGE_INPUT_TYPES, ImageInput
 from .metadata import read_model_spec
 from .processing import resize_probability
 from .stages import OutputOptions, decode, parse_color, postprocess, preprocess, render
+
+if TYPE_CHECKING:
+    from .video.run import VideoReport
 
 
 class Remover:
@@ -117,3 +121,49 @@ class Remover:
             render(image, postprocess(prob, image.size), options)
             for prob, image in zip(self.probabilities(loaded), loaded, strict=True)
         ]
+
+    def remove_background_video(
+        self,
+        src: str | Path,
+        dst: str | Path,
+        *,
+        background: str | Sequence[int] | None = None,
+        mask_only: bool = False,
+        refine: bool = False,
+        smooth: bool = False,
+        kind: str | None = None,
+        threads: int | None = None,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> VideoReport:
+        """The video `src` with its background removed, frame by frame, written to `dst`: `.webm` (VP9
+        with alpha), `.mov` (ProRes 4444 with alpha), `.mp4` (H.264 on `background`, white by
+        default) or any other name as a folder of RGBA PNG frames (`kind` overrides the suffix). The
+        audio, frame timing and rotation are kept. `smooth` steadies the masks over time; `threads`:
+        the CPU stages' pool; `progress(frames_written, frames_in_clip_or_None)`. Streams through
+        the same pipeline as `rmbg remove` (frames batched up to the backend's max batch), so memory
+        does not grow with the clip; on any failure nothing is left at `dst`. Needs the video extra:
+        pip install "rmbg-toolkit[video]"."""
+        from .threaded import Pipeline
+        from .video.run import remove_video
+        from .video_formats import check_video_support
+
+        check_video_support()
+        color = parse_color(background) if background is not None else None
+        options = OutputOptions(mask_only=mask_only, background=color, refine=refine)
+        shared = _SharedBackend(self.backend, self._lock)
+        with Pipeline(self.spec, shared, threads=threads, max_pixels=self.max_pixels) as pipeline:
+            return remove_video(pipeline, src, dst, options, kind=kind, smooth=smooth, progress=progress)
+
+
+class _SharedBackend(ClosingBackend):
+    """A Remover's backend lent to a Pipeline: its calls take the Remover's lock, and closing the
+    pipeline leaves it open."""
+
+    def __init__(self, backend: Backend, lock: threading.Lock) -> None:
+        self._backend, self._lock = backend, lock
+        self.name, self.max_batch = backend.name, backend.max_batch
+        self.engine_threads = backend.engine_threads
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return self._backend.run(batch)

@@ -76,6 +76,26 @@ class Prepared:
     timings: dict[str, float]
 
 
+class _InFlight:
+    """The images of one `map_with` call. Once abandoned, their stages not yet started are skipped and
+    those still queued for inference are cancelled (the batcher drops them unrun)."""
+
+    def __init__(self) -> None:
+        self.abandoned = threading.Event()
+        self._queued: set[Future] = set()
+
+    def queued(self, inferred: Future) -> None:
+        self._queued.add(inferred)
+        inferred.add_done_callback(self._queued.discard)
+        if self.abandoned.is_set():  # abandoned while this one was being submitted
+            inferred.cancel()
+
+    def abandon(self) -> None:
+        self.abandoned.set()
+        for inferred in list(self._queued):
+            inferred.cancel()
+
+
 class Pipeline:
     """Stages over one backend, which it owns. Thread-safe; `close()` finishes queued work, stops
     the workers and closes the backend."""
@@ -172,40 +192,63 @@ class Pipeline:
         image yields its RmbgError and the rest continue; a BackendError is raised, since every image
         after it would fail the same way. No pool thread waits on inference: each
         stage hands the image to the next when it is done."""
-        window = min(window or 2 * self.max_batch + self.threads, self.batcher.max_queue)
-        pending: deque[Future] = deque()
-        for source in sources:
-            pending.append(self._start(source, options))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        return self.map_with(sources, lambda prepared, batch: self.finish(prepared, batch, options), window)
 
-    def _start(self, source: ImageInput, options: OutputOptions) -> Future:
+    def map_with(
+        self,
+        sources: Iterable[ImageInput],
+        finish: Callable[[Prepared, BatchResult], T],
+        window: int | None = None,
+    ) -> Iterator[T | RmbgError]:
+        """`map` with `finish` (run in the pool) in place of postprocess, render and encode: the video
+        driver takes each frame's alpha this way. Closing the iterator early (the consumer failed or
+        was interrupted) drops its images still queued for inference and skips the stages the others
+        have not started."""
+        window = min(window or 2 * self.max_batch + self.threads, self.batcher.max_queue)
+        in_flight = _InFlight()
+        pending: deque[Future] = deque()
+        try:
+            for source in sources:
+                pending.append(self._start(source, finish, in_flight))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            in_flight.abandon()
+
+    def _start(
+        self, source: ImageInput, finish: Callable[[Prepared, BatchResult], T], in_flight: _InFlight
+    ) -> Future:
+        abandoned = in_flight.abandoned
         done: Future = Future()
 
         def fail_or_raise(err: BaseException) -> None:
             if isinstance(err, RmbgError) and not isinstance(err, BackendError):
                 done.set_result(err)  # the image's own failure: the others go on
             else:
-                done.set_exception(err)  # the backend's (or a bug): the consumer stops
+                done.set_exception(err)  # the backend's (or a bug, or abandoned): the consumer stops
 
-        def finish(prepared: Prepared, inferred: Future) -> None:
+        def finished(prepared: Prepared, inferred: Future) -> None:
             try:
-                done.set_result(self.finish(prepared, inferred.result(), options))
+                batch = inferred.result()
+                _stop_if(abandoned, "postprocess")
+                done.set_result(finish(prepared, batch))
             except BaseException as err:  # noqa: BLE001 - handed to the consumer
                 fail_or_raise(err)
 
         def prepared_ready(step: Future) -> None:
             try:
                 prepared = step.result()
+                _stop_if(abandoned, "inference")
                 inferred = self.submit(prepared)
             except BaseException as err:  # noqa: BLE001 - handed to the consumer
                 fail_or_raise(err)
                 return
-            inferred.add_done_callback(lambda f: self.pool.submit(finish, prepared, f))
+            in_flight.queued(inferred)
+            inferred.add_done_callback(lambda f: self.pool.submit(finished, prepared, f))
 
-        self.pool.submit(self.prepare, source).add_done_callback(prepared_ready)
+        self.pool.submit(self.prepare, source, abandoned).add_done_callback(prepared_ready)
         return done
 
     def close(self, *, cancel_queued: bool = False) -> None:

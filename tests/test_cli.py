@@ -326,7 +326,7 @@ def test_range_and_usage_errors_exit_2_with_one_sentence(model, photos, tmp_path
     missing = rmbg("remove", photos / "nope.jpg", "-m", model, "-o", tmp_path / "o")
     assert missing.returncode == 2 and b"nope.jpg does not exist" in missing.stderr
     no_match = rmbg("remove", f"{tmp_path}/*.gif", "-m", model, "-o", tmp_path / "o")
-    assert no_match.returncode == 2 and b"matches no image file" in no_match.stderr
+    assert no_match.returncode == 2 and b"matches no image or video file" in no_match.stderr
     no_output = rmbg("remove", photos / "a.jpg", "-m", model)
     assert no_output.returncode == 2 and b"Missing option" in no_output.stderr
     assert not (tmp_path / "o").exists()
@@ -341,7 +341,7 @@ def test_existing_file_as_output_folder_and_empty_folder_are_refused(model, phot
     assert existing.read_text() == "mine"
     (tmp_path / "empty").mkdir()
     empty = rmbg("remove", tmp_path / "empty", "-m", model, "-o", tmp_path / "o")
-    assert empty.returncode == 2 and b"holds no image file" in empty.stderr
+    assert empty.returncode == 2 and b"holds no image or video file" in empty.stderr
 
 
 @slow

@@ -188,3 +188,27 @@ def test_a_cancelled_image_in_the_pipeline_is_not_run(spec):
         with pytest.raises(CancelledError):
             second.result(timeout=5)
     assert backend.sizes == [1]
+
+
+class FirstCallOnly(GatedBackend):
+    """Runs its first call at once; every later one waits at the gate until `release()`."""
+
+    def _run_slice(self, batch: np.ndarray) -> np.ndarray:
+        if not self.sizes and not self.entered.is_set():
+            return RecordingBackend._run_slice(self, batch)
+        return super()._run_slice(batch)
+
+
+def test_a_consumer_that_fails_drops_its_images_still_queued_for_inference(spec):
+    """What the video run relies on: a clip that fails (or Ctrl-C) leaves no frames to infer."""
+    backend = FirstCallOnly(max_batch=1, size=(spec.height, spec.width))
+
+    def failing_step(_prepared, _batch):
+        raise RuntimeError("the consumer's own step failed")
+
+    with Pipeline(spec, backend, max_delay_s=0.0, threads=2) as pipeline:
+        results = pipeline.map_with([image(i) for i in range(6)], failing_step, window=6)
+        with pytest.raises(RuntimeError, match="own step failed"):
+            next(results)  # the first image; the second waits at the gate, the rest behind it
+        backend.release()
+    assert backend.sizes == [1, 1]  # the four queued behind the second were never run

@@ -60,6 +60,7 @@ def test_import_leaves_torch_and_heavy_extras_out():
         "prometheus_client",
         "py_sod_metrics",
         "cv2",
+        "av",
     )
     code = (
         "import sys, rmbg_runtime, rmbg_runtime.cli, rmbg_runtime.backends.onnxruntime, "
