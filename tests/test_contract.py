@@ -19,6 +19,7 @@ from rmbg_runtime.contract import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     METADATA_NAME,
+    RUN_PRECISIONS,
     SCHEMA_VERSION,
     EngineRecord,
     ModelSpec,
@@ -118,7 +119,7 @@ def test_one_set_of_names_and_numbers():
     assert np.array_equal(processing.IMAGENET_MEAN, np.float32(IMAGENET_MEAN))
     assert np.array_equal(processing.IMAGENET_STD, np.float32(IMAGENET_STD))
     assert verify.IMAGENET_MEAN is IMAGENET_MEAN and verify.IMAGENET_STD is IMAGENET_STD
-    assert backends.PRECISIONS == GRAPH_PRECISIONS and set(EXPORT_PRECISIONS) < set(GRAPH_PRECISIONS)
+    assert backends.PRECISIONS == RUN_PRECISIONS and set(EXPORT_PRECISIONS) < set(GRAPH_PRECISIONS)
     assert set(GRAPH_FILES) == set(GRAPH_PRECISIONS)
     for command in ("export", "preflight"):
         precision = next(p for p in export_cli.cli.commands[command].params if p.name == "precision")

@@ -354,8 +354,11 @@ def test_interrupted_writer_leaves_nothing(tmp_path, name, sig):
     out = tmp_path / name
     code = INTERRUPTED.format(tests=str(Path(__file__).parent), src=str(clip.path), out=str(out))
     child = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A shell's background job inherits SIGINT ignored (then Python installs no KeyboardInterrupt):
+        # give the child the terminal's disposition, as the CLI tests do.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     try:
         assert child.stdout.readline() == "writing\n"
         assert any(p.name.startswith(f".{name}.partial-") for p in tmp_path.iterdir())
