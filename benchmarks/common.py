@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -13,6 +14,17 @@ import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+
+
+def backbone_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of the benchmarks that export fixture (or real) weights per backbone."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backbones", nargs="+", default=["swin_v1_t", "swin_v1_l"])
+    parser.add_argument("--checkpoint", help="real weights instead of the fixture weights (one backbone)")
+    parser.add_argument("--resolution", type=int, default=1024)
+    return parser
 
 
 def time_runs(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:

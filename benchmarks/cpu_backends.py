@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "scripts"), str(ROOT / "tests" / "data")]
 
-from common import cpu_line, machine, markdown_table, peak_rss_gib, run_child  # noqa: E402
+from common import backbone_parser, cpu_line, machine, markdown_table, peak_rss_gib, run_child  # noqa: E402
 
 # (label, rmbg_runtime backend, precision); the first is the reference of the ratios.
 ENGINES = [
@@ -182,11 +182,7 @@ def _gate_mae(spec: dict, backend: str, precision: str) -> str:
 
 
 def main() -> None:
-    formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    parser.add_argument("--backbones", nargs="+", default=["swin_v1_t", "swin_v1_l"])
-    parser.add_argument("--checkpoint", help="real weights instead of the fixture weights (one backbone)")
-    parser.add_argument("--resolution", type=int, default=1024)
+    parser = backbone_parser(__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--photo-mp", type=float, default=12.0, help="end-to-end photo size; 0: skip")
     parser.add_argument("--out", type=Path, default=Path("cpu_backends"))

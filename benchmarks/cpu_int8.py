@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "scripts"), str(ROOT / "tests" / "data")]
 
-from common import machine, markdown_table, peak_rss_gib, run_child, summarize, time_runs  # noqa: E402
+from common import backbone_parser, machine, markdown_table, peak_rss_gib, run_child, summarize, time_runs  # noqa: E402
 
 
 def child(args) -> None:
@@ -100,11 +100,7 @@ def measure(backbone: str, args, tmp: Path) -> list[dict]:
 
 
 def main() -> None:
-    formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    parser.add_argument("--backbones", nargs="+", default=["swin_v1_t", "swin_v1_l"])
-    parser.add_argument("--checkpoint", help="real weights instead of the fixture weights (one backbone)")
-    parser.add_argument("--resolution", type=int, default=1024)
+    parser = backbone_parser(__doc__)
     parser.add_argument("--deform-conv", choices=["native", "grid_sample"], default="native")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)

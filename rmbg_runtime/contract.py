@@ -13,6 +13,7 @@ with a default does not need it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,14 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def _by_precision(entries: Mapping, known: tuple[str, ...], build, what: str) -> dict:
+    """{precision: build(entry)} for a mapping keyed by precision; unknown precisions are refused."""
+    unknown = set(entries) - set(known)
+    if unknown:
+        raise ValueError(f"{what} {sorted(unknown)} (known: {', '.join(known)})")
+    return {name: build(entry) for name, entry in entries.items()}
 
 
 def _build(cls, data: Mapping, **converted):
@@ -183,10 +192,7 @@ class OnnxInfo:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> OnnxInfo:
-        unknown = set(data["graphs"]) - set(GRAPH_PRECISIONS)
-        if unknown:
-            raise ValueError(f"graphs {sorted(unknown)} (known: {', '.join(GRAPH_PRECISIONS)})")
-        graphs = {name: GraphEntry.from_dict(entry) for name, entry in data["graphs"].items()}
+        graphs = _by_precision(data["graphs"], GRAPH_PRECISIONS, GraphEntry.from_dict, "graphs")
         return _build(cls, data, graphs=graphs)
 
 
@@ -211,10 +217,8 @@ class OpenVinoInfo:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> OpenVinoInfo:
-        unknown = set(data["models"]) - set(OPENVINO_FILES)
-        if unknown:
-            raise ValueError(f"openvino models {sorted(unknown)} (known: {', '.join(OPENVINO_FILES)})")
-        models = {name: _build(OpenVinoModel, entry) for name, entry in data["models"].items()}
+        model = functools.partial(_build, OpenVinoModel)
+        models = _by_precision(data["models"], tuple(OPENVINO_FILES), model, "openvino models")
         return _build(cls, data, models=models)
 
 
@@ -420,6 +424,11 @@ class ModelSpec:
     @property
     def openvino_models(self) -> Mapping[str, OpenVinoModel]:
         return self.openvino.models if self.openvino else {}
+
+    @property
+    def openvino_files(self) -> list[str]:
+        """Every IR file the export holds, each once (bf16 names the fp32 IR's)."""
+        return sorted({name for ir in self.openvino_models.values() for name in (ir.xml, ir.bin)})
 
     def openvino_ir(self, precision: str) -> OpenVinoModel:
         ir = self.openvino_models.get(precision)

@@ -76,9 +76,7 @@ def test_rmbg_remove_stops_at_the_first_backend_failure(failing_export, tmp_path
 
 @pytest.mark.slow
 def test_a_failed_backend_turns_the_server_not_ready_until_it_recovers(failing_export):
-    server = Server(failing_export, "--backend", "onnxruntime-cpu", "--engine-threads", "1")
-    try:
-        server.wait_ready()
+    with Server(failing_export, "--backend", "onnxruntime-cpu", "--engine-threads", "1") as server:
         assert server.post("/v1/remove", content=png(dark(1))).status_code == 200
         failed = server.post("/v1/remove", content=png(bright()))
         assert failed.status_code == 503 and "the backend failed" in failed.json()["detail"]
@@ -92,5 +90,3 @@ def test_a_failed_backend_turns_the_server_not_ready_until_it_recovers(failing_e
             assert time.monotonic() < deadline, "the server did not recover"
             time.sleep(0.5)
         assert server.post("/v1/remove", content=png(dark(3))).status_code == 200
-    finally:
-        server.stop()

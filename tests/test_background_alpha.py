@@ -91,8 +91,7 @@ def test_api_cli_and_server_agree_on_a_translucent_background(exported_model_dir
     assert result.returncode == 0, result.stderr
     close(Image.open(out))
 
-    server = Server(exported_model_dir).wait_ready()
-    try:
+    with Server(exported_model_dir) as server:
         body = source.read_bytes()
         v1 = server.post("/v1/remove", params={"background": "#00ff0080"}, content=body)
         assert v1.status_code == 200, v1.text
@@ -103,5 +102,3 @@ def test_api_cli_and_server_agree_on_a_translucent_background(exported_model_dir
         close(Image.open(io.BytesIO(rembg.content)))
         opaque = server.post("/api/remove", files=files, data={"bgc": "0,255,0,255"})
         assert Image.open(io.BytesIO(opaque.content)).mode == "RGB"
-    finally:
-        server.stop()

@@ -207,8 +207,7 @@ def test_rmbg_remove_over_the_corpus_reports_each_bad_file_and_writes_every_good
 def test_server_answers_damaged_and_bomb_images_with_400(exported_model_dir):
     from test_server import Server
 
-    server = Server(exported_model_dir, "--max-pixels", "1000000").wait_ready()
-    try:
+    with Server(exported_model_dir, "--max-pixels", "1000000") as server:
         for body in (
             (CORPUS / "png_truncated_ihdr.png").read_bytes(),
             (CORPUS / "png_ztxt_50mb.png").read_bytes(),
@@ -220,5 +219,3 @@ def test_server_answers_damaged_and_bomb_images_with_400(exported_model_dir):
         good = io.BytesIO()
         Image.new("RGB", (40, 30), "blue").save(good, "PNG")
         assert server.post("/v1/remove", content=good.getvalue()).status_code == 200
-    finally:
-        server.stop()

@@ -346,15 +346,11 @@ def test_rmbg_serve_runs_the_openvino_backend(openvino_export):
 
     from rmbg_runtime import Remover
 
-    server = Server(openvino_export, "--backend", "openvino")
-    try:
-        server.wait_ready()
+    with Server(openvino_export, "--backend", "openvino") as server:
         model = httpx.get(f"{server.url}/v1/model", timeout=10).json()
         assert model["backend"] == "openvino (int8 IR)"
         image = photo(160, 120, seed=4)
         mask = decoded(server.post("/v1/remove", params={"mask_only": "true"}, content=encoded(image)))
-    finally:
-        server.stop()
     remover = Remover(openvino_export, backend="openvino")
     expected = np.asarray(remover.remove_background(image, mask_only=True)).astype(int)
     assert mask.size == (160, 120)

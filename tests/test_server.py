@@ -72,6 +72,17 @@ class Server:
                 values[name] = float(value)
         return values
 
+    def __enter__(self) -> Server:
+        """Ready to serve; a server that never gets there is stopped before the error propagates."""
+        try:
+            return self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
@@ -88,11 +99,8 @@ def server(exported_model_dir):
     # requests share batches, admission limit 2 + 3 images, 1 MB bodies, 2 MP images.
     args = ("--max-batch", "3", "--max-delay-ms", "50", "--max-queue", "2", "--max-body-mb", "1")
     args += ("--max-pixels", "2000000")
-    server = Server(exported_model_dir, *args)
-    try:
-        yield server.wait_ready()
-    finally:
-        server.stop()
+    with Server(exported_model_dir, *args) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -281,18 +289,14 @@ def test_operations_endpoints(server, exported_model_dir):
 
 
 def test_slow_requests_are_504(exported_model_dir):
-    server = Server(exported_model_dir, "--timeout-s", "0.001").wait_ready()
-    try:
+    with Server(exported_model_dir, "--timeout-s", "0.001") as server:
         response = server.post("/v1/remove", content=encoded(photo(64, 64, seed=9)))
         assert response.status_code == 504 and "--timeout-s" in response.json()["detail"]
         assert httpx.get(f"{server.url}/healthz").status_code == 200  # the process stays up
-    finally:
-        server.stop()
 
 
 def test_sigterm_finishes_requests_in_flight_then_exits_0(exported_model_dir):
-    server = Server(exported_model_dir, "--max-delay-ms", "1").wait_ready()
-    try:
+    with Server(exported_model_dir, "--max-delay-ms", "1") as server:
         images = [encoded(photo(80, 80, seed=i)) for i in range(3)]
         with ThreadPoolExecutor(3) as pool:
             futures = [pool.submit(server.post, "/v1/remove", content=image) for image in images]
@@ -302,8 +306,6 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(exported_model_dir):
         assert server.proc.wait(timeout=60) == 0
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{server.url}/healthz")
-    finally:
-        server.stop()
 
 
 def test_bad_model_or_backend_fails_at_start_in_one_sentence(exported_model_dir, tmp_path):

@@ -40,11 +40,8 @@ def server(exported_model_dir, tmp_path_factory):
         "--header-timeout-s", str(HEADER_TIMEOUT_S), "--keep-alive-s", "1",
         "--max-connections", str(MAX_CONNECTIONS),
     )  # fmt: skip
-    server = Server(exported_model_dir, *args, log=log)
-    try:
-        yield server.wait_ready()
-    finally:
-        server.stop()
+    with Server(exported_model_dir, *args, log=log) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +55,8 @@ def key_file(tmp_path_factory) -> Path:
 def keyed_server(exported_model_dir, key_file, tmp_path_factory):
     log = tmp_path_factory.mktemp("keyed") / "server.log"
     args = ("--api-key-file", str(key_file), "--metrics-need-key", "--cors-origin", ORIGIN)
-    server = Server(exported_model_dir, *args, log=log, env={"RMBG_API_KEYS": ENV_KEY})
-    try:
-        yield server.wait_ready()
-    finally:
-        server.stop()
+    with Server(exported_model_dir, *args, log=log, env={"RMBG_API_KEYS": ENV_KEY}) as server:
+        yield server
 
 
 IMAGE = encoded(photo(64, 48, seed=11))
@@ -242,8 +236,7 @@ def test_low_descriptor_limit_neither_floods_the_log_nor_stops_answering(exporte
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
     log = tmp_path / "server.log"
-    server = Server(exported_model_dir, "--header-timeout-s", "3", log=log, preexec_fn=low_limit).wait_ready()
-    try:
+    with Server(exported_model_dir, "--header-timeout-s", "3", log=log, preexec_fn=low_limit) as server:
         opened = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(2 * limit)]
         refused = 0
         pending, deadline = list(opened), time.monotonic() + 20
@@ -259,8 +252,6 @@ def test_low_descriptor_limit_neither_floods_the_log_nor_stops_answering(exporte
         assert refused >= limit, refused
         wait_for(lambda: httpx.get(f"{server.url}/healthz").status_code == 200)
         assert log.read_text().count("out of system resource") <= 1
-    finally:
-        server.stop()
 
 
 # ---- 8. /v1/model ---------------------------------------------------------------------------------------
@@ -322,8 +313,7 @@ def test_timed_out_request_starts_no_further_stage(exported_model_dir, tmp_path)
     """--timeout-s 0.05 against a 24 MP PNG whose decode alone takes longer: the 504 comes during the
     decode, and preprocessing (and everything after) never starts for it."""
     big = encoded(Image.new("RGB", (6000, 4000), (40, 90, 200)))
-    server = Server(exported_model_dir, "--timeout-s", "0.05", log=tmp_path / "server.log").wait_ready()
-    try:
+    with Server(exported_model_dir, "--timeout-s", "0.05", log=tmp_path / "server.log") as server:
         before = server.metrics()
         response = server.post("/v1/remove", content=big)
         assert response.status_code == 504, response.text
@@ -342,8 +332,6 @@ def test_timed_out_request_starts_no_further_stage(exported_model_dir, tmp_path)
         stalled.close()
         assert time.monotonic() - start < 30 + MARGIN_S
         assert "output file" not in server.log.read_text()
-    finally:
-        server.stop()
 
 
 # ---- API keys and CORS --------------------------------------------------------------------------------

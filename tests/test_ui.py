@@ -89,11 +89,8 @@ READ_URL = """async (url) => {
 def server(exported_model_dir):
     # One image per batch and one queued: a third image in flight gets 503. Bodies up to 0.25 MB.
     args = ("--max-batch", "1", "--max-queue", "1", "--max-delay-ms", "1", "--max-body-mb", "0.25")
-    server = Server(exported_model_dir, *args)
-    try:
-        yield server.wait_ready()
-    finally:
-        server.stop()
+    with Server(exported_model_dir, *args) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -159,13 +156,10 @@ def test_page_is_served_from_the_package_and_no_ui_turns_it_off(server, exported
         assert response.status_code == 200 and kind in response.headers["content-type"], asset
     assert "/" not in httpx.get(f"{server.url}/openapi.json").json()["paths"]
 
-    off = Server(exported_model_dir, "--no-ui").wait_ready()
-    try:
+    with Server(exported_model_dir, "--no-ui") as off:
         assert httpx.get(f"{off.url}/").status_code == 404
         assert httpx.get(f"{off.url}/ui/app.js").status_code == 404
         assert httpx.get(f"{off.url}/healthz").status_code == 200
-    finally:
-        off.stop()
 
 
 def test_a_picked_image_downloads_what_v1_remove_returns(server, tab, tmp_path):
@@ -286,18 +280,17 @@ def test_slider_and_controls_re_request_only_their_image(server, tab, tmp_path):
 
 
 def test_timeouts_are_shown_in_words(exported_model_dir, browser, tmp_path):
-    server = Server(exported_model_dir, "--timeout-s", "0.001").wait_ready()
-    tab = open_tab(browser, server)
-    try:
-        tab.pick(scene(tmp_path / "slow.png", seed=4))
-        card = tab.card(0)
-        expect(card).to_have_attribute("data-state", "error", timeout=WAIT_MS)
-        expect(card.locator(".status")).to_contain_text("The server did not finish in time")
-        expect(card.locator(".status")).to_contain_text("--timeout-s")
-        tab.assert_same_origin()
-    finally:
-        tab.page.context.close()
-        server.stop()
+    with Server(exported_model_dir, "--timeout-s", "0.001") as server:
+        tab = open_tab(browser, server)
+        try:
+            tab.pick(scene(tmp_path / "slow.png", seed=4))
+            card = tab.card(0)
+            expect(card).to_have_attribute("data-state", "error", timeout=WAIT_MS)
+            expect(card.locator(".status")).to_contain_text("The server did not finish in time")
+            expect(card.locator(".status")).to_contain_text("--timeout-s")
+            tab.assert_same_origin()
+        finally:
+            tab.page.context.close()
 
 
 def test_light_dark_phone_and_screenshot(server, browser, tmp_path):
@@ -348,27 +341,26 @@ def test_api_key_is_asked_for_and_kept_in_session_storage(exported_model_dir, br
     key = "s3cret-key-for-the-page"
     key_file = tmp_path / "keys.txt"
     key_file.write_text(f"{key}\n")
-    server = Server(exported_model_dir, "--api-key-file", str(key_file)).wait_ready()
-    tab = open_tab(browser, server)
-    try:
-        page, dialog = tab.page, tab.page.locator("#key-dialog")
-        tab.pick(scene(tmp_path / "first.png", seed=5))
-        expect(dialog).to_be_visible(timeout=WAIT_MS)
-        page.fill("#key-input", "wrong-key")
-        page.click("#key-dialog button[value=ok]")
-        expect(dialog).to_be_visible(timeout=WAIT_MS)
-        expect(page.locator("#key-reason")).to_contain_text("refused")
-        page.fill("#key-input", key)
-        page.click("#key-dialog button[value=ok]")
-        expect(tab.card(0)).to_have_attribute("data-state", "done", timeout=WAIT_MS)
-        assert page.evaluate("sessionStorage.getItem('rmbg-api-key')") == key
-        assert tab.posts()[-1].headers.get("x-api-key") == key
+    with Server(exported_model_dir, "--api-key-file", str(key_file)) as server:
+        tab = open_tab(browser, server)
+        try:
+            page, dialog = tab.page, tab.page.locator("#key-dialog")
+            tab.pick(scene(tmp_path / "first.png", seed=5))
+            expect(dialog).to_be_visible(timeout=WAIT_MS)
+            page.fill("#key-input", "wrong-key")
+            page.click("#key-dialog button[value=ok]")
+            expect(dialog).to_be_visible(timeout=WAIT_MS)
+            expect(page.locator("#key-reason")).to_contain_text("refused")
+            page.fill("#key-input", key)
+            page.click("#key-dialog button[value=ok]")
+            expect(tab.card(0)).to_have_attribute("data-state", "done", timeout=WAIT_MS)
+            assert page.evaluate("sessionStorage.getItem('rmbg-api-key')") == key
+            assert tab.posts()[-1].headers.get("x-api-key") == key
 
-        page.reload()  # the key is kept for the tab: no second question
-        tab.pick(scene(tmp_path / "second.png", seed=6))
-        expect(tab.card(0)).to_have_attribute("data-state", "done", timeout=WAIT_MS)
-        expect(dialog).to_be_hidden()
-        tab.assert_same_origin()
-    finally:
-        tab.page.context.close()
-        server.stop()
+            page.reload()  # the key is kept for the tab: no second question
+            tab.pick(scene(tmp_path / "second.png", seed=6))
+            expect(tab.card(0)).to_have_attribute("data-state", "done", timeout=WAIT_MS)
+            expect(dialog).to_be_hidden()
+            tab.assert_same_origin()
+        finally:
+            tab.page.context.close()

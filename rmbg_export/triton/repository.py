@@ -103,8 +103,8 @@ def _network_files(spec: ModelSpec, options: TritonOptions, version: Path) -> No
             _link_external_data(spec.folder / entry.path, version)
         if spec.engine is not None and options.kind == "gpu":
             _link(spec.folder / spec.engine.path, version / spec.engine.path)
-        if options.kind == "cpu":  # bf16 names the fp32 IR's files: each file once
-            for name in sorted({f for ir in spec.openvino_models.values() for f in (ir.xml, ir.bin)}):
+        if options.kind == "cpu":
+            for name in spec.openvino_files:
                 _link(spec.folder / name, version / name)
 
 

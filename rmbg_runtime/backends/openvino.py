@@ -84,8 +84,9 @@ class OpenVinoBackend(ClosingBackend):
         compilation; default `default_cache_dir()`, "" for none)."""
         ov = _import_openvino()
         self.core = ov.Core()
-        precision = config.precision or default_precision(spec, has_bf16(self.core))
-        if precision == "bf16" and not has_bf16(self.core):
+        bf16_arithmetic = has_bf16(self.core)
+        precision = config.precision or default_precision(spec, bf16_arithmetic)
+        if precision == "bf16" and not bf16_arithmetic:
             raise BackendUnavailable(
                 "this CPU has no bf16 arithmetic (avx512_bf16 or AMX); use --precision fp32 or int8."
             )
