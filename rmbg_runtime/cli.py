@@ -19,6 +19,12 @@ from .stages import DEFAULT_PNG_COMPRESS_LEVEL, FORMATS, OutputOptions
 from .threaded import Pipeline
 from .video_formats import VIDEO_FORMATS, check_video_support
 
+PRECISION_HELP = (
+    "ONNX Runtime's graph (fp32, fp16, int8) or OpenVINO's precision (fp32, bf16, int8) [ONNX Runtime "
+    "CPU: int8 if exported, else fp32; CUDA: the export's; OpenVINO: int8, else bf16 where gated and "
+    "this CPU has it, else fp32]."
+)
+
 
 def _engine_options(click):
     """--device-id and --engine-threads: the same two options on every command that opens a backend."""
@@ -117,7 +123,7 @@ def build_cli():
     @click.option(
         "--precision",
         type=click.Choice(PRECISIONS),
-        help="ONNX graph for ONNX Runtime [CPU: int8 if exported, else fp32; CUDA: the export's].",
+        help=PRECISION_HELP,
     )
     @click.option("--refine", is_flag=True, help="Estimate foreground colours at soft edges (hair, fur).")
     @click.option(
@@ -338,7 +344,7 @@ def _add_serve(cli, click) -> None:
     @click.option(
         "--precision",
         type=click.Choice(PRECISIONS),
-        help="ONNX graph for ONNX Runtime [CPU: int8 if exported, else fp32; CUDA: the export's].",
+        help=PRECISION_HELP,
     )
     @click.option(
         "--max-batch",
@@ -447,7 +453,7 @@ def _add_quality(cli, click) -> None:
     @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval-report"),
                   show_default=True)  # fmt: skip
     @click.option("--backend", default="auto", show_default=True)
-    @click.option("--precision", type=click.Choice(PRECISIONS), help="ONNX graph for ONNX Runtime.")
+    @click.option("--precision", type=click.Choice(PRECISIONS), help=PRECISION_HELP)
     @_engine_options(click)
     @click.option(
         "--worst", type=click.IntRange(min=0), default=8, show_default=True, help="Rows in worst.png."
@@ -489,8 +495,8 @@ def _add_quality(cli, click) -> None:
     @click.argument("images", type=click.Path(exists=True, path_type=Path))
     @click.option("--backend-a", default="auto", show_default=True)
     @click.option("--backend-b", default="auto", show_default=True)
-    @click.option("--precision-a", type=click.Choice(PRECISIONS), help="ONNX graph A runs in ORT.")
-    @click.option("--precision-b", type=click.Choice(PRECISIONS), help="ONNX graph B runs in ORT.")
+    @click.option("--precision-a", type=click.Choice(PRECISIONS), help="A's precision (as --precision).")
+    @click.option("--precision-b", type=click.Choice(PRECISIONS), help="B's precision (as --precision).")
     @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("compare-report"),
                   show_default=True)  # fmt: skip
     @click.option("--worst", type=click.IntRange(min=0), default=8, show_default=True)
