@@ -206,7 +206,9 @@ def test_a_consumer_that_fails_drops_its_images_still_queued_for_inference(spec)
     def failing_step(_prepared, _batch):
         raise RuntimeError("the consumer's own step failed")
 
-    with Pipeline(spec, backend, max_delay_s=0.0, threads=2) as pipeline:
+    # One pool thread: the images reach the batcher in order (with two, the second could be ready
+    # first, take the free first call and leave the first image at the gate).
+    with Pipeline(spec, backend, max_delay_s=0.0, threads=1) as pipeline:
         results = pipeline.map_with([image(i) for i in range(6)], failing_step, window=6)
         with pytest.raises(RuntimeError, match="own step failed"):
             next(results)  # the first image; the second waits at the gate, the rest behind it
